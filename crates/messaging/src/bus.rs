@@ -1,0 +1,121 @@
+//! The event-bus port: what services need from a message broker, and nothing more.
+//!
+//! Delivery is at least once on both sides: a publish counts only once the broker has confirmed
+//! it, and a consumer's deliveries are acknowledged only after its handler has finished. Consumers
+//! must therefore be idempotent (they deduplicate on `event_id`).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A message ready to be published: an event envelope and its routing data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Becomes the AMQP `message_id`; consumers deduplicate on it.
+    pub event_id: Uuid,
+    /// `OrderCreated`, `OrderProcessed`, … (the AMQP `type` property).
+    pub event_type: String,
+    /// Routing key on the events exchange, e.g. `order.created`.
+    pub routing_key: String,
+    /// The JSON envelope.
+    pub payload: Vec<u8>,
+    /// Text headers carried along, e.g. the W3C `traceparent`.
+    pub headers: BTreeMap<String, String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Why a message was not confirmed by the broker. Every variant means "try again later".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker refused the message")]
+    Nacked,
+    #[error("no queue is bound for routing key {0:?}")]
+    Unroutable(String),
+    #[error("no confirmation within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes `messages` and waits for the broker to confirm each one (persisted and routed to
+    /// at least one queue). Returns one result per message, in order.
+    async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), PublishError>>;
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    pub routing_key: String,
+    /// Text-valued headers (e.g. `traceparent`).
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+    /// 1 on the first try, n on the n-th (after n − 1 delayed retries).
+    pub attempt: u32,
+    /// The broker delivered it before without an acknowledgement (e.g. a consumer crashed).
+    pub redelivered: bool,
+}
+
+/// What went wrong while handling a delivery, and therefore what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// It can never succeed (malformed, violates the contract): dead-letter it at once.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// It may succeed later (database down, lock timeout): retry it after a growing delay, and
+    /// dead-letter it after the last retry.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+impl HandleError {
+    pub fn reason(&self) -> &str {
+        match self {
+            HandleError::Permanent(reason) | HandleError::Transient(reason) => reason,
+        }
+    }
+}
+
+/// A delivery handled successfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Its effect has been applied.
+    Processed,
+    /// Its effect had been applied before (same `event_id`); nothing was done.
+    Duplicate,
+}
+
+#[async_trait]
+pub trait EventHandler: Send + Sync {
+    /// Handles deliveries that arrived together; returns one outcome per delivery, in order.
+    /// Handling a batch in one database transaction is what lets a consumer keep up under load.
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>>;
+}
+
+/// A queue to consume, the routing keys it receives, and who handles its deliveries.
+#[derive(Clone)]
+pub struct Subscription {
+    /// Queue name, e.g. `analytics.orders`. Its retry queues and dead-letter queue derive from it.
+    pub queue: String,
+    /// Routing keys bound from the events exchange, e.g. `order.created`.
+    pub routing_keys: Vec<String>,
+    pub handler: Arc<dyn EventHandler>,
+}
+
+/// A message parked in a dead-letter queue, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParkedMessage {
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    pub routing_key: String,
+    /// Why it was parked (`x-death-reason` / `x-error` headers, or the broker's own reason).
+    pub reason: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    /// The body, as text when it is UTF-8.
+    pub payload: String,
+}

@@ -1,0 +1,12 @@
+//! Messaging: the event-bus port, its RabbitMQ adapter, and the transactional outbox relay.
+
+pub mod bus;
+pub mod metrics;
+pub mod outbox;
+pub mod rabbitmq;
+
+pub use bus::{
+    Delivery, EventHandler, EventPublisher, HandleError, Handled, OutgoingMessage, ParkedMessage,
+    PublishError, Subscription,
+};
+pub use metrics::MessagingMetrics;

@@ -1,0 +1,93 @@
+//! Messaging metrics: outbox relay and consumers.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub queue: String,
+    /// `ack`, `duplicate`, `retry` or `dead_lettered`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub queue: String,
+    /// `permanent` (handler said so), `retries_exhausted`, or `undecodable`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoutingLabels {
+    pub routing_key: String,
+}
+
+#[derive(Clone)]
+pub struct MessagingMetrics {
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_pending_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub outbox_published: Family<RoutingLabels, Counter>,
+    pub outbox_publish_failures: Family<RoutingLabels, Counter>,
+    pub consumed: Family<OutcomeLabels, Counter>,
+    pub retried: Family<QueueLabels, Counter>,
+    pub dead_lettered: Family<DeadLetterLabels, Counter>,
+    pub processing_duration: Family<QueueLabels, Histogram>,
+}
+
+impl MessagingMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = MessagingMetrics {
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_pending_age_seconds: Gauge::default(),
+            outbox_published: Family::default(),
+            outbox_publish_failures: Family::default(),
+            consumed: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            processing_duration: Family::new_with_constructor(platform::metrics::latency_histogram),
+        };
+        registry.register("outbox_backlog", "Outbox rows not yet published", metrics.outbox_backlog.clone());
+        registry.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox row not yet published",
+            metrics.outbox_oldest_pending_age_seconds.clone(),
+        );
+        registry.register(
+            "outbox_published",
+            "Outbox rows published and confirmed",
+            metrics.outbox_published.clone(),
+        );
+        registry.register(
+            "outbox_publish_failures",
+            "Outbox publishes that failed and will be retried",
+            metrics.outbox_publish_failures.clone(),
+        );
+        registry.register("messages_consumed", "Deliveries handled, by outcome", metrics.consumed.clone());
+        registry.register("messages_retried", "Deliveries sent to a delayed retry", metrics.retried.clone());
+        registry.register(
+            "messages_dead_lettered",
+            "Deliveries parked in the dead-letter queue",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register_with_unit(
+            "message_processing_duration",
+            "Time to handle a batch of deliveries",
+            Unit::Seconds,
+            metrics.processing_duration.clone(),
+        );
+        metrics
+    }
+
+    /// Metrics that go nowhere, for tests and tools.
+    pub fn unregistered() -> Self {
+        Self::register(&mut Registry::default())
+    }
+}

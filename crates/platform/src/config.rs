@@ -1,0 +1,152 @@
+//! Configuration: defaults < optional TOML file < environment.
+//!
+//! Two environment forms are read:
+//! - the flat names of the system we replace and a few more (`DB_HOST`, `SERVICE_PORT`, …), see [`FLAT_ENV`];
+//! - `ORDERFLOW_<SECTION>__<KEY>` for every setting, e.g. `ORDERFLOW_HTTP__REQUEST_TIMEOUT_MS=5000`.
+//!   These win over the flat names.
+//!
+//! Values from the environment are taken verbatim as strings (a password `007` stays `007`) and
+//! converted only where the setting is a number or a boolean. A TOML file is read when
+//! `ORDERFLOW_CONFIG` names one.
+
+use std::collections::BTreeMap;
+
+use figment::{
+    Figment, Metadata, Profile, Provider,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Map, Value},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Environment variable naming an optional TOML configuration file.
+pub const CONFIG_FILE_ENV: &str = "ORDERFLOW_CONFIG";
+/// Prefix of the nested environment form.
+pub const ENV_PREFIX: &str = "ORDERFLOW_";
+
+/// Flat environment variables and the setting each one sets.
+pub const FLAT_ENV: &[(&str, &str)] = &[
+    ("SERVICE_PORT", "http.port"),
+    ("DATABASE_URL", "database.url"),
+    ("DB_HOST", "database.host"),
+    ("DB_PORT", "database.port"),
+    ("DB_USER", "database.user"),
+    ("DB_PASSWORD", "database.password"),
+    ("DB_NAME", "database.name"),
+    ("REDIS_URL", "redis.url"),
+    ("REDIS_HOST", "redis.host"),
+    ("REDIS_PORT", "redis.port"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("RABBITMQ_URL", "rabbitmq.url"),
+    ("RABBITMQ_HOST", "rabbitmq.host"),
+    ("RABBITMQ_PORT", "rabbitmq.port"),
+    ("RABBITMQ_USER", "rabbitmq.user"),
+    ("RABBITMQ_PASSWORD", "rabbitmq.password"),
+    ("RABBITMQ_VHOST", "rabbitmq.vhost"),
+    ("LOG_LEVEL", "telemetry.log_level"),
+    ("LOG_FORMAT", "telemetry.log_format"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("OTEL_SERVICE_NAME", "telemetry.service_name"),
+    ("SHUTDOWN_GRACE_PERIOD_SECONDS", "shutdown.grace_period_seconds"),
+];
+
+/// A configuration that cannot be used. Its message is one line that names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn invalid(key: &str, reason: impl std::fmt::Display) -> Self {
+        ConfigError(format!("{key}: {reason}"))
+    }
+}
+
+/// Loads settings from the process environment (and the TOML file it may name).
+pub fn load<T: Serialize + DeserializeOwned>(
+    defaults: &T,
+    extra_flat_env: &[(&str, &str)],
+) -> Result<T, ConfigError> {
+    load_from(defaults, extra_flat_env, std::env::vars())
+}
+
+/// Loads settings from the given environment: the testable core of [`load`].
+pub fn load_from<T: Serialize + DeserializeOwned>(
+    defaults: &T,
+    extra_flat_env: &[(&str, &str)],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    let flat_table: Vec<(String, String)> = FLAT_ENV
+        .iter()
+        .chain(extra_flat_env)
+        .map(|(name, key)| ((*name).to_owned(), (*key).to_owned()))
+        .collect();
+
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = env.get(CONFIG_FILE_ENV).filter(|p| !p.is_empty()) {
+        if !std::path::Path::new(path).is_file() {
+            return Err(ConfigError::invalid(CONFIG_FILE_ENV, format!("file {path:?} does not exist")));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+
+    let flat = flat_table
+        .iter()
+        .filter_map(|(name, key)| env.get(name).map(|value| (key.clone(), name.clone(), value.clone())))
+        .collect();
+    let nested = env
+        .iter()
+        .filter(|(name, _)| name.as_str() != CONFIG_FILE_ENV)
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            let key = rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
+            Some((key, name.clone(), value.clone()))
+        })
+        .collect();
+    figment = figment.merge(EnvStrings { vars: flat }).merge(EnvStrings { vars: nested });
+
+    // Lossy: a string from the environment becomes a number or a boolean only where the
+    // setting is one; strings stay verbatim.
+    figment.extract_lossy().map_err(|errors| {
+        let messages: Vec<String> = errors.into_iter().map(|e| e.to_string()).collect();
+        ConfigError(messages.join("; "))
+    })
+}
+
+/// Environment variables as verbatim strings, each set at its setting's key.
+struct EnvStrings {
+    /// (setting key, variable name, value)
+    vars: Vec<(String, String, String)>,
+}
+
+impl Provider for EnvStrings {
+    fn metadata(&self) -> Metadata {
+        let names: BTreeMap<String, String> =
+            self.vars.iter().map(|(key, name, _)| (key.clone(), name.clone())).collect();
+        Metadata::named("environment").interpolater(move |_: &Profile, keys: &[&str]| {
+            let key = keys.join(".");
+            names.get(&key).cloned().unwrap_or(key)
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, _, value) in &self.vars {
+            let nested = figment::util::nest(key, Value::from(value.clone()));
+            if let Value::Dict(_, entries) = nested {
+                merge_into(&mut dict, entries);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge_into(target: &mut Dict, source: Dict) {
+    for (key, value) in source {
+        match (target.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, incoming)) => merge_into(existing, incoming),
+            (_, value) => {
+                target.insert(key, value);
+            }
+        }
+    }
+}

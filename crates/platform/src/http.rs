@@ -1,0 +1,300 @@
+//! HTTP plumbing shared by every service: the error body, the JSON extractor, the operational
+//! endpoints, the middleware stack and a server that shuts down gracefully.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequest, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus_client::registry::Registry;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    health::Health,
+    metrics::{self, HttpLabels, HttpMetrics},
+    settings::{HttpSettings, ShutdownSettings},
+    shutdown::Shutdown,
+    telemetry,
+};
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// An error answered to an HTTP client as `{"error", "message", "details"}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    details: &'a Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, error, message: message.into(), details: json!({}) }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// 400: the request is malformed or a field is invalid (`details.field` names it).
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid_request(message).with_details(json!({ "field": field }))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+    }
+
+    /// 503: a dependency the request needs is down; the client may retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
+    }
+
+    /// 500: details stay in the logs, never in the answer.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.error, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.error, message: &self.message, details: &self.details };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A JSON request body: 415 unless the content type is JSON, 413 when too large, 400 (naming the
+/// field) when it does not parse into `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::unsupported_media_type("Content-Type must be application/json"));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large("request body is too large")
+            } else {
+                ApiError::invalid_request("could not read the request body")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON document into `T`; a failure is a 400 that names the offending field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid_request("request body is not valid JSON");
+        }
+        let message = strip_position(&inner.to_string());
+        let field = if path == "." { missing_field(&message) } else { Some(path) };
+        match field {
+            Some(field) if message.contains(&format!("`{field}`")) => {
+                ApiError::invalid_field(&field, message)
+            }
+            Some(field) => ApiError::invalid_field(&field, format!("{field}: {message}")),
+            None => ApiError::invalid_request(message),
+        }
+    })?;
+    deserializer.end().map_err(|_| ApiError::invalid_request("request body is not valid JSON"))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 42"; clients need the field, not the column.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// `/livez`, `/readyz` and `/metrics`.
+pub fn ops_router(health: Health, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { Json(json!({ "status": "alive" })) }))
+        .route("/readyz", get(readyz).with_state(health))
+        .route("/metrics", get(metrics_text).with_state(registry))
+}
+
+async fn readyz(State(health): State<Health>) -> Response {
+    let readiness = health.readiness().await;
+    let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness)).into_response()
+}
+
+async fn metrics_text(State(registry): State<Arc<Registry>>) -> Response {
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&registry)).into_response()
+}
+
+/// Wraps a service's router with the shared middleware: request id, tracing span (continuing a
+/// caller's W3C trace), metrics, timeout, body limit, panic guard, JSON 404/405.
+pub fn with_middleware(router: Router, settings: &HttpSettings, http_metrics: HttpMetrics) -> Router {
+    let timeout = settings.request_timeout();
+    router
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| async move {
+            match tokio::time::timeout(timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => ApiError::unavailable("the request took too long").into_response(),
+            }
+        }))
+        .layer(middleware::from_fn_with_state(http_metrics, record_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!(event = "handler_panicked", "request handler panicked");
+            ApiError::internal().into_response()
+        }))
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or("unmatched");
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let span = tracing::info_span!(
+        "http_request",
+        otel.name = %format_args!("{} {}", request.method(), route),
+        otel.kind = "server",
+        method = %request.method(),
+        route,
+        request_id,
+    );
+    let headers = request.headers();
+    telemetry::set_parent_from_headers(&span, |name| headers.get(name)?.to_str().ok().map(str::to_owned));
+    span
+}
+
+async fn record_metrics(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = HttpLabels {
+        method,
+        route: route.unwrap_or_else(|| "unmatched".into()),
+        status: response.status().as_u16(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Request id assigned to the current request, for handlers that want to log it.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+}
+
+/// Serves `router` on `listener` until `shutdown` is triggered, then lets in-flight requests and
+/// tracked background tasks finish within the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    settings: &ShutdownSettings,
+) -> std::io::Result<()> {
+    let stop = shutdown.clone();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.requested().await }).await
+    });
+    tokio::select! {
+        finished = &mut server => {
+            // The listener failed before any shutdown was asked for.
+            shutdown.trigger();
+            return finished.map_err(std::io::Error::other).and_then(|r| r);
+        }
+        () = shutdown.requested() => {}
+    }
+    let deadline = Instant::now() + settings.grace_period();
+    let result = match tokio::time::timeout_at(deadline.into(), server).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
+        Err(_) => {
+            tracing::warn!(event = "shutdown_grace_expired", "in-flight requests did not finish in time");
+            Ok(())
+        }
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if !shutdown.wait_for_tasks(remaining).await {
+        tracing::warn!(event = "shutdown_grace_expired", "background tasks did not finish in time");
+    }
+    result
+}

@@ -1,0 +1,111 @@
+//! Settings sections shared by the services. Each service's settings struct embeds the ones it needs.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// The HTTP listener and its limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    /// A request still running after this long is answered 503.
+    pub request_timeout_ms: u64,
+    /// Larger request bodies are answered 413.
+    pub body_limit_bytes: usize,
+}
+
+impl HttpSettings {
+    pub fn with_port(port: u16) -> Self {
+        HttpSettings { port, ..Default::default() }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid("http.request_timeout_ms", "must be greater than 0"));
+        }
+        if self.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid("http.body_limit_bytes", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            request_timeout_ms: 10_000,
+            body_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// Time allowed, after SIGTERM, for in-flight work to finish. Keep it below the pod's
+    /// `terminationGracePeriodSeconds`.
+    pub grace_period_seconds: u64,
+    /// Time between failing readiness and closing the listener, so that load balancers stop
+    /// sending new requests first.
+    pub drain_delay_ms: u64,
+}
+
+impl ShutdownSettings {
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_seconds)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings { grace_period_seconds: 20, drain_delay_ms: 0 }
+    }
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// A `tracing` filter: `info`, `debug`, `info,sqlx=warn`, …
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
+    /// Overrides the service name reported in logs and traces.
+    pub service_name: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            log_level: "info".into(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+            service_name: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}

@@ -1,0 +1,132 @@
+//! Test helpers. Every test run isolates itself on the shared servers: its own MySQL database, its
+//! own RabbitMQ exchange and queue names, its own Redis key prefix, all removed afterwards.
+//!
+//! Servers default to the local ones and can be moved with `TEST_MYSQL_URL` (admin rights),
+//! `TEST_REDIS_URL` and `TEST_AMQP_URL`.
+
+mod proxy;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::{Connection, Executor, MySqlConnection};
+
+pub use proxy::FaultProxy;
+
+/// Prefix of every name a test creates on the shared servers.
+pub const TEST_PREFIX: &str = "oftest";
+
+/// Databases older than this, left behind by a killed run, are dropped by later runs.
+const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+
+pub fn mysql_admin_url() -> String {
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `host:port` of a server URL, for pointing a [`FaultProxy`] at it.
+pub fn host_port(url: &str, default_port: u16) -> String {
+    let after_scheme = url.split("://").nth(1).unwrap_or(url);
+    let authority = after_scheme.split('/').next().unwrap_or(after_scheme);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") }
+}
+
+/// A name no other test run uses: `oftest_<unix seconds>_<random>` (MySQL-safe).
+pub fn unique_name() -> String {
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{TEST_PREFIX}_{seconds}_{}", &random[..10])
+}
+
+/// A MySQL database that exists for one test.
+pub struct TestDatabase {
+    pub name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> anyhow::Result<TestDatabase> {
+        let mut admin = MySqlConnection::connect(&mysql_admin_url()).await?;
+        drop_stale_databases(&mut admin).await;
+        let name = unique_name();
+        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{name}`"))).await?;
+        Ok(TestDatabase { name })
+    }
+
+    /// URL of this database for the service under test.
+    pub fn url(&self) -> String {
+        format!("{}/{}", mysql_admin_url().trim_end_matches('/'), self.name)
+    }
+
+    pub async fn drop(self) -> anyhow::Result<()> {
+        let mut admin = MySqlConnection::connect(&mysql_admin_url()).await?;
+        admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{}`", self.name))).await?;
+        Ok(())
+    }
+}
+
+async fn drop_stale_databases(admin: &mut MySqlConnection) {
+    let Ok(names) = sqlx::query_scalar::<_, String>("SHOW DATABASES").fetch_all(&mut *admin).await else {
+        return;
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    for name in names {
+        let Some(rest) = name.strip_prefix(&format!("{TEST_PREFIX}_")) else { continue };
+        let created: u64 = rest.split('_').next().and_then(|s| s.parse().ok()).unwrap_or(now);
+        if now.saturating_sub(created) > STALE_AFTER.as_secs() {
+            let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`"))).await;
+        }
+    }
+}
+
+/// Deletes every Redis key under `prefix`.
+pub async fn delete_redis_prefix(prefix: &str) -> anyhow::Result<()> {
+    use deadpool_redis::redis::AsyncCommands;
+    let client = deadpool_redis::redis::Client::open(redis_url())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = connection.keys(format!("{prefix}*")).await?;
+    if !keys.is_empty() {
+        let _: () = connection.del(keys).await?;
+    }
+    Ok(())
+}
+
+/// Deletes RabbitMQ queues and exchanges a test declared.
+pub async fn delete_amqp(queues: &[String], exchanges: &[String]) -> anyhow::Result<()> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let connection = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+    for queue in queues {
+        let channel = connection.create_channel().await?;
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for exchange in exchanges {
+        let channel = connection.create_channel().await?;
+        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = connection.close(200, "test cleanup".into()).await;
+    Ok(())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
