@@ -1,1 +1,132 @@
+//! order-service: accepts orders over HTTP, stores them with their `OrderCreated` event in one
+//! transaction (outbox), serves them from a Redis cache-aside, and moves them to `processed` when
+//! analytics reports it.
 
+pub mod cache;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod processed;
+pub mod service;
+pub mod settings;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use contracts::routing_key;
+use messaging::{
+    MessagingMetrics, Subscription,
+    outbox::{Relay, mysql::MySqlOutbox},
+    rabbitmq::RabbitMq,
+};
+use platform::{Health, Shutdown, http::with_middleware, metrics::HttpMetrics};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::{
+    cache::redis::RedisOrderCache, metrics::OrderMetrics, processed::OrderProcessedHandler,
+    service::OrderService, settings::Settings, store::mysql::MySqlOrderStore,
+};
+
+pub const SERVICE_NAME: &str = "order-service";
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order-service/mysql");
+
+/// A built order-service, listening and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: Shutdown,
+    health: Health,
+    settings: Settings,
+}
+
+impl Application {
+    /// Connects to MySQL (waiting for it, then migrating), Redis and RabbitMQ (both in the
+    /// background), and binds the HTTP listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let shutdown = Shutdown::new();
+        let mut registry = Registry::default();
+        let health = Health::new(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let messaging_metrics = MessagingMetrics::register(&mut registry);
+        let order_metrics = OrderMetrics::register(&mut registry);
+
+        let pool = settings.database.pool()?;
+        platform::database::migrate(&settings.database, &pool, &MIGRATOR, &shutdown)
+            .await
+            .context("database migrations failed")?;
+
+        let store = Arc::new(MySqlOrderStore::new(
+            pool.clone(),
+            settings.orders.writers,
+            settings.orders.write_batch_size,
+        ));
+        let cache = Arc::new(RedisOrderCache::new(
+            settings.redis.pool()?,
+            &settings.redis.key_prefix,
+            settings.orders.cache_ttl(),
+            settings.redis.timeout(),
+        ));
+        let rabbit = RabbitMq::new(
+            settings.rabbitmq.clone(),
+            health.add_status("rabbitmq", false),
+            messaging_metrics.clone(),
+            shutdown.clone(),
+        )?;
+        let relay = Relay::new(
+            Arc::new(MySqlOutbox::new(pool.clone())),
+            Arc::new(rabbit.clone()),
+            settings.outbox.clone(),
+            messaging_metrics,
+        );
+        let service = OrderService::new(store, cache, relay.waker(), order_metrics);
+        shutdown.spawn(relay.run(shutdown.clone()));
+        rabbit
+            .consume(Subscription {
+                queue: settings.orders.processed_queue.clone(),
+                routing_keys: vec![routing_key::ORDER_PROCESSED.to_owned()],
+                handler: Arc::new(OrderProcessedHandler::new(service.clone())),
+            })
+            .await
+            .context("cannot consume OrderProcessed events")?;
+
+        let probe_service = service.clone();
+        health.add_probe("mysql", true, move || {
+            let service = probe_service.clone();
+            async move { service.ping_store().await.map_err(|e| e.to_string()) }
+        });
+        let probe_service = service.clone();
+        health.add_probe("redis", false, move || {
+            let service = probe_service.clone();
+            async move { service.ping_cache().await }
+        });
+
+        let router =
+            http::router(service).merge(platform::http::ops_router(health.clone(), Arc::new(registry)));
+        let router = with_middleware(router, &settings.http, http_metrics);
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", settings.http.host, settings.http.port))?;
+        Ok(Application { listener, router, shutdown, health, settings })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Triggering it stops the service gracefully.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until shutdown is triggered, then drains within the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        platform::http::serve(self.listener, self.router, self.shutdown, &self.settings.shutdown).await
+    }
+}

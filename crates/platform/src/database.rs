@@ -2,6 +2,10 @@
 
 use std::{str::FromStr, time::Duration};
 
+use sqlx::{Connection, Executor, migrate::Migrator};
+
+use crate::shutdown::Shutdown;
+
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
@@ -29,8 +33,16 @@ impl DatabaseSettings {
 
     pub fn connect_options(&self) -> Result<MySqlConnectOptions, ConfigError> {
         match self.url.as_deref().filter(|u| !u.is_empty()) {
-            Some(url) => MySqlConnectOptions::from_str(url)
-                .map_err(|e| ConfigError::invalid("database.url", format!("not a MySQL URL: {e}"))),
+            Some(url) => {
+                if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+                    return Err(ConfigError::invalid(
+                        "database.url",
+                        "must start with mysql:// or mariadb://",
+                    ));
+                }
+                MySqlConnectOptions::from_str(url)
+                    .map_err(|e| ConfigError::invalid("database.url", format!("not a MySQL URL: {e}")))
+            }
             None => {
                 if self.host.is_empty() {
                     return Err(ConfigError::invalid("database.host", "must not be empty"));
@@ -78,4 +90,59 @@ impl Default for DatabaseSettings {
             acquire_timeout_ms: 3_000,
         }
     }
+}
+
+/// Creates the database if it is missing and the user may create it; otherwise does nothing
+/// (a managed database usually exists already and its user may not create databases).
+pub async fn create_database_if_missing(settings: &DatabaseSettings) {
+    let Ok(options) = settings.connect_options() else { return };
+    let Some(name) = options.get_database().map(str::to_owned) else { return };
+    let Ok(mut connection) =
+        sqlx::MySqlConnection::connect_with(&options.database("information_schema")).await
+    else {
+        return;
+    };
+    let statement = format!("CREATE DATABASE IF NOT EXISTS `{}`", name.replace('`', "``"));
+    if let Err(error) = connection.execute(sqlx::AssertSqlSafe(statement)).await {
+        tracing::debug!(event = "create_database_skipped", error = %error, "could not create the database");
+    }
+}
+
+/// Applies `migrator` to the database, waiting (with backoff) while the database is unreachable.
+/// Concurrent replicas are safe: the migrator holds a database lock while it runs.
+pub async fn migrate(
+    settings: &DatabaseSettings,
+    pool: &MySqlPool,
+    migrator: &Migrator,
+    shutdown: &Shutdown,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        create_database_if_missing(settings).await;
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(error)) if is_connection_error(&error) => {
+                tracing::warn!(event = "database_unreachable", error = %error, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying migrations");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.requested() => return Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::PoolClosed)),
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn is_connection_error(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_)
+    ) || error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| {
+            // unknown database (created by a moment's delay), server shutting down, too many connections
+            matches!(e.number(), 1049 | 1053 | 1040)
+        })
 }

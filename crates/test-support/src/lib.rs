@@ -4,12 +4,14 @@
 //! Servers default to the local ones and can be moved with `TEST_MYSQL_URL` (admin rights),
 //! `TEST_REDIS_URL` and `TEST_AMQP_URL`.
 
+mod listener;
 mod proxy;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, Executor, MySqlConnection};
 
+pub use listener::{EventListener, ReceivedEvent};
 pub use proxy::FaultProxy;
 
 /// Prefix of every name a test creates on the shared servers.

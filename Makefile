@@ -1,0 +1,44 @@
+# orderflow — common tasks. `make help` lists them.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+ORDER_URL ?= http://localhost:8080
+ANALYTICS_URL ?= http://localhost:8081
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show the available targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run order-service against the local MariaDB, Redis and RabbitMQ
+	$(CARGO) run --release -p order-service --bin order-service
+
+.PHONY: servers
+servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running
+	scripts/ensure-servers.sh
+
+.PHONY: test
+test: servers ## Run every test against the real servers
+	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: build
+build: ## Build release binaries
+	$(CARGO) build --release --workspace --bins
+
+.PHONY: order
+order: ## Create a test order
+	curl -sS -X POST $(ORDER_URL)/orders -H 'Content-Type: application/json' \
+	  -d '{"customer_id": "customer-123", "product_id": "product-456", "quantity": 2, "total_amount": 99.99}'; echo
+
+-include mk/*.mk

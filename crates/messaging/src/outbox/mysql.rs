@@ -1,0 +1,161 @@
+//! The outbox in MySQL / MariaDB (table `outbox`, created by each service's migrations).
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+) in a short READ COMMITTED
+//! transaction: relays never wait for each other, and no lock is held while publishing.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Acquire, MySqlConnection, MySqlPool, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{Backlog, OutboxError, OutboxRecord, OutboxStore};
+use crate::OutgoingMessage;
+
+const MAX_ERROR_LENGTH: usize = 1000;
+
+/// Writes `messages` into the outbox on `connection`, inside the caller's transaction.
+pub async fn enqueue(
+    connection: &mut MySqlConnection,
+    messages: &[OutgoingMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO outbox (event_id, event_type, routing_key, payload, headers, created_at, available_at) ",
+    );
+    insert.push_values(messages, |mut row, message| {
+        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
+        row.push_bind(message.event_id)
+            .push_bind(message.event_type.as_str())
+            .push_bind(message.routing_key.as_str())
+            .push_bind(message.payload.as_slice())
+            .push_bind(headers)
+            .push_bind(message.timestamp)
+            .push_bind(message.timestamp);
+    });
+    insert.build().execute(connection).await?;
+    Ok(())
+}
+
+pub struct MySqlOutbox {
+    pool: MySqlPool,
+}
+
+impl MySqlOutbox {
+    pub fn new(pool: MySqlPool) -> Self {
+        MySqlOutbox { pool }
+    }
+}
+
+type ClaimedRow = (i64, Uuid, String, String, Vec<u8>, String, DateTime<Utc>, i32);
+
+/// Appends ` WHERE id IN (?, ?, …)` binding `ids`.
+fn where_id_in(query: &mut QueryBuilder<sqlx::MySql>, ids: &[i64]) {
+    query.push(" WHERE id IN (");
+    let mut separated = query.separated(", ");
+    for id in ids {
+        separated.push_bind(*id);
+    }
+    query.push(")");
+}
+
+#[async_trait]
+impl OutboxStore for MySqlOutbox {
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let mut connection = self.pool.acquire().await?;
+        // Applies to the next transaction only. Under REPEATABLE READ the locking read would also
+        // lock gaps and block concurrent inserts into the outbox.
+        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *connection).await?;
+        let mut tx = connection.begin().await?;
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "SELECT id, event_id, event_type, routing_key, payload, headers, created_at, attempts \
+             FROM outbox WHERE published_at IS NULL AND available_at <= NOW(6) \
+             ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit as u64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+        let mut lease_update = QueryBuilder::new(
+            "UPDATE outbox SET attempts = attempts + 1, available_at = DATE_ADD(NOW(6), INTERVAL ",
+        );
+        lease_update.push_bind(lease.as_micros() as i64).push(" MICROSECOND)");
+        where_id_in(&mut lease_update, &ids);
+        lease_update.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+
+        rows.into_iter()
+            .map(|(id, event_id, event_type, routing_key, payload, headers, created_at, attempts)| {
+                let headers: BTreeMap<String, String> = serde_json::from_str(&headers)
+                    .map_err(|e| OutboxError::Corrupt { id, reason: format!("headers: {e}") })?;
+                Ok(OutboxRecord {
+                    id,
+                    message: OutgoingMessage {
+                        event_id,
+                        event_type,
+                        routing_key,
+                        payload,
+                        headers,
+                        timestamp: created_at,
+                    },
+                    attempts: attempts.max(0) as u32 + 1,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::new("UPDATE outbox SET published_at = NOW(6), last_error = NULL");
+        where_id_in(&mut query, ids);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, ids: &[i64], retry_after: Duration, error: &str) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let error: String = error.chars().take(MAX_ERROR_LENGTH).collect();
+        let mut query = QueryBuilder::new("UPDATE outbox SET available_at = DATE_ADD(NOW(6), INTERVAL ");
+        query.push_bind(retry_after.as_micros() as i64).push(" MICROSECOND), last_error = ").push_bind(error);
+        where_id_in(&mut query, ids);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog, OutboxError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) AS oldest_us \
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let pending: i64 = row.try_get("pending")?;
+        let oldest_us: Option<i64> = row.try_get("oldest_us")?;
+        Ok(Backlog {
+            pending: pending.max(0) as u64,
+            oldest_age: oldest_us.map(|us| Duration::from_micros(us.max(0) as u64)),
+        })
+    }
+
+    async fn purge_published(&self, older_than: Duration, limit: u32) -> Result<u64, OutboxError> {
+        let result = sqlx::query(
+            "DELETE FROM outbox WHERE published_at < DATE_SUB(NOW(6), INTERVAL ? SECOND) LIMIT ?",
+        )
+        .bind(older_than.as_secs() as i64)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}

@@ -1,0 +1,457 @@
+//! One consumer: its own channel, batches of whatever has arrived, and the decision for each
+//! delivery (ack, delayed retry, or parking in the dead-letter queue).
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, StreamExt, future::join_all};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Consumer,
+    message::Delivery as AmqpDelivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::{FieldTable, ShortString},
+};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::{
+    Shared, headers,
+    publisher::PERSISTENT,
+    supervisor::{CLOSE_TIMEOUT, Session},
+    topology::{self, QueueNames, short},
+};
+use crate::{
+    Delivery, HandleError, Handled, Subscription,
+    metrics::{DeadLetterLabels, OutcomeLabels, QueueLabels},
+};
+
+/// Pause before requeueing deliveries whose retry or dead-letter copy could not be published, so
+/// that a broker in trouble is not hammered; the queue's delivery limit bounds the repetitions.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+enum ConsumeError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+    #[error("the channel no longer accepts acknowledgements")]
+    AckRefused,
+}
+
+/// Starts `subscription` on `session` as a task that shutdown waits for. The receiver completes
+/// once the consumer is registered with the broker.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    subscription: Subscription,
+) -> oneshot::Receiver<()> {
+    let (started, started_receiver) = oneshot::channel();
+    let task = shared.shutdown.spawn(run(shared.clone(), session.clone(), subscription, started));
+    session.add_consumer(task);
+    started_receiver
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    subscription: Subscription,
+    started: oneshot::Sender<()>,
+) {
+    let queue = subscription.queue.clone();
+    let consumer = QueueConsumer {
+        queues: QueueNames::new(&subscription.queue, &shared.settings),
+        shared,
+        session,
+        subscription,
+    };
+    if let Err(error) = consumer.run(started).await {
+        // After shutdown or a loss, errors are the expected echo of the closing connection.
+        if !consumer.session.is_lost() && !consumer.shared.shutdown.is_triggered() {
+            consumer.session.mark_lost(format!("consumer of {queue} stopped: {error}"));
+        }
+    }
+}
+
+struct QueueConsumer {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    subscription: Subscription,
+    queues: QueueNames,
+}
+
+/// What to do with one delivery once the handler has spoken.
+enum Action {
+    Ack { outcome: &'static str },
+    Retry { retry_queue: usize },
+    Park { reason: String, label: &'static str },
+}
+
+impl QueueConsumer {
+    async fn run(&self, started: oneshot::Sender<()>) -> Result<(), ConsumeError> {
+        let settings = &self.shared.settings;
+        // A lost connection can leave a broker call unanswered for ever: give up on it.
+        let Some(setup) = self.session.unless_lost(self.subscribe()).await else { return Ok(()) };
+        let (channel, mut consumer) = setup?;
+        info!(event = "consumer_started", queue = %self.queues.queue, "consumer started");
+        let _ = started.send(());
+
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = self.shared.shutdown.requested() => break,
+                () = self.session.lost() => return Ok(()),
+                next = consumer.next() => next,
+            };
+            let mut batch = vec![received(first)?];
+            // Take what has already arrived, never wait for more.
+            let mut ended = None;
+            while batch.len() < settings.batch_size {
+                match consumer.next().now_or_never() {
+                    None => break,
+                    Some(next) => match received(next) {
+                        Ok(delivery) => batch.push(delivery),
+                        Err(error) => {
+                            ended = Some(error);
+                            break;
+                        }
+                    },
+                }
+            }
+            self.process(&channel, batch).await?;
+            if let Some(error) = ended {
+                return Err(error);
+            }
+        }
+
+        // Shutdown: stop taking deliveries; whatever was prefetched but not handled goes back to
+        // the queue when the channel closes.
+        let _ = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+        )
+        .await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into())).await;
+        info!(event = "consumer_stopped", queue = %self.queues.queue, "consumer stopped");
+        Ok(())
+    }
+
+    /// Declares the queues and registers the consumer on a channel of its own.
+    async fn subscribe(&self) -> Result<(Channel, Consumer), ConsumeError> {
+        let settings = &self.shared.settings;
+        let channel = self.session.connection.create_channel().await?;
+        topology::declare_queues(
+            &channel,
+            &self.shared.exchanges,
+            &self.queues,
+            &self.subscription.routing_keys,
+            settings.delivery_limit,
+        )
+        .await?;
+        // Quorum queues refuse a global (per-channel) prefetch.
+        channel.basic_qos(settings.prefetch, BasicQosOptions { global: false }).await?;
+        // Retry and dead-letter copies are published on this channel, with confirms.
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                short(&self.queues.queue),
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// Hands `batch` to the handler, then settles every delivery.
+    async fn process(&self, channel: &Channel, batch: Vec<AmqpDelivery>) -> Result<(), ConsumeError> {
+        let deliveries: Vec<Delivery> = batch.iter().map(to_delivery).collect();
+        let started = Instant::now();
+        let outcomes = self.handle(&deliveries).await;
+        self.shared
+            .metrics
+            .processing_duration
+            .get_or_create(&QueueLabels { queue: self.queues.queue.clone() })
+            .observe(started.elapsed().as_secs_f64());
+
+        let actions: Vec<Action> = deliveries
+            .iter()
+            .zip(outcomes)
+            .map(|(delivery, outcome)| self.decide(delivery, outcome))
+            .collect();
+        // Once the connection is lost, acknowledgements are moot (the broker redelivers whatever
+        // was not acknowledged) and may never be answered.
+        let settled = self.session.unless_lost(async {
+            let copied = self.publish_copies(channel, &batch, &actions).await;
+            self.settle(&batch, &actions, &copied).await
+        });
+        settled.await.unwrap_or(Ok(()))
+    }
+
+    /// Runs the handler; a panic or a missing outcome counts as a transient failure.
+    async fn handle(&self, deliveries: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
+        let handler = self.subscription.handler.clone();
+        let mut outcomes = match AssertUnwindSafe(handler.handle(deliveries)).catch_unwind().await {
+            Ok(outcomes) => outcomes,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                error!(
+                    event = "handler_panicked",
+                    queue = %self.queues.queue,
+                    panic = %message,
+                    "handler panicked"
+                );
+                vec![Err(HandleError::Transient(format!("handler panicked: {message}"))); deliveries.len()]
+            }
+        };
+        if outcomes.len() != deliveries.len() {
+            error!(
+                event = "handler_outcome_mismatch",
+                queue = %self.queues.queue,
+                deliveries = deliveries.len(),
+                outcomes = outcomes.len(),
+                "handler returned a wrong number of outcomes"
+            );
+            outcomes.resize(
+                deliveries.len(),
+                Err(HandleError::Transient("the handler returned no outcome".into())),
+            );
+        }
+        outcomes
+    }
+
+    fn decide(&self, delivery: &Delivery, outcome: Result<Handled, HandleError>) -> Action {
+        match outcome {
+            Ok(Handled::Processed) => Action::Ack { outcome: "ack" },
+            Ok(Handled::Duplicate) => Action::Ack { outcome: "duplicate" },
+            Err(HandleError::Permanent(reason)) => Action::Park { reason, label: "permanent" },
+            Err(HandleError::Transient(reason)) => {
+                // Attempt n (1-based) waits in the n-th retry queue.
+                let retry_queue = delivery.attempt.saturating_sub(1) as usize;
+                if retry_queue < self.queues.retries.len() {
+                    warn!(
+                        event = "delivery_retry",
+                        queue = %self.queues.queue,
+                        message_id = delivery.message_id.as_deref().unwrap_or_default(),
+                        attempt = delivery.attempt,
+                        reason = %reason,
+                        "delivery failed, retrying later"
+                    );
+                    Action::Retry { retry_queue }
+                } else {
+                    Action::Park { reason, label: "retries_exhausted" }
+                }
+            }
+        }
+    }
+
+    /// Publishes the retry and dead-letter copies, pipelined and confirmed. Returns, per delivery,
+    /// whether its copy is safely stored (always true when there is no copy to make).
+    async fn publish_copies(
+        &self,
+        channel: &Channel,
+        batch: &[AmqpDelivery],
+        actions: &[Action],
+    ) -> Vec<bool> {
+        // Nothing to copy counts as stored; a copy counts once the broker has confirmed it.
+        let mut copied: Vec<bool> =
+            actions.iter().map(|action| matches!(action, Action::Ack { .. })).collect();
+        let mut pending = Vec::new();
+        for (index, (delivery, action)) in batch.iter().zip(actions).enumerate() {
+            let (exchange, routing_key, properties) = match action {
+                Action::Ack { .. } => continue,
+                Action::Retry { retry_queue } => (
+                    &self.shared.exchanges.retry,
+                    &self.queues.retries[*retry_queue].name,
+                    retry_properties(delivery, u32::try_from(*retry_queue).unwrap_or(u32::MAX) + 1),
+                ),
+                Action::Park { reason, label } => {
+                    let message_id = delivery.properties.message_id().as_ref().map(ShortString::as_str);
+                    warn!(
+                        event = "delivery_dead_lettered",
+                        queue = %self.queues.queue,
+                        message_id = message_id.unwrap_or_default(),
+                        reason = %reason,
+                        kind = label,
+                        "parking the delivery in the dead-letter queue"
+                    );
+                    (
+                        &self.shared.exchanges.dead_letter,
+                        &self.queues.queue,
+                        park_properties(delivery, reason),
+                    )
+                }
+            };
+            let published = channel
+                .basic_publish(
+                    short(exchange),
+                    short(routing_key),
+                    BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                    &delivery.data,
+                    properties,
+                )
+                .await;
+            match published {
+                Ok(confirm) => pending.push((index, confirm)),
+                Err(error) => {
+                    warn!(
+                        event = "copy_publish_failed",
+                        queue = %self.queues.queue,
+                        error = %error,
+                        "cannot publish a retry or dead-letter copy"
+                    );
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() {
+            return copied;
+        }
+
+        let timeout = self.shared.settings.publish_timeout();
+        let confirmations = match tokio::time::timeout(
+            timeout,
+            join_all(pending.into_iter().map(|(index, confirm)| async move { (index, confirm.await) })),
+        )
+        .await
+        {
+            Ok(confirmations) => confirmations,
+            Err(_) => {
+                warn!(
+                    event = "copy_publish_failed",
+                    queue = %self.queues.queue,
+                    "no confirms for retry or dead-letter copies within {timeout:?}"
+                );
+                return copied;
+            }
+        };
+        // A returned copy cannot be told apart from its siblings (they may share a message id),
+        // so any return fails the whole set: the deliveries are requeued and, at worst, handled twice.
+        let any_returned = confirmations.iter().any(|(_, confirmation)| {
+            matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
+        });
+        for (index, confirmation) in confirmations {
+            copied[index] = !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None)));
+        }
+        copied
+    }
+
+    /// Acks what is done (or safely copied) and requeues the rest.
+    async fn settle(
+        &self,
+        batch: &[AmqpDelivery],
+        actions: &[Action],
+        copied: &[bool],
+    ) -> Result<(), ConsumeError> {
+        if copied.iter().all(|&copied| copied) {
+            // Deliveries on this channel are settled in order, so one multiple-ack covers the batch.
+            if let Some(last) = batch.last()
+                && !last.acker.ack(BasicAckOptions { multiple: true }).await?
+            {
+                return Err(ConsumeError::AckRefused);
+            }
+            for action in actions {
+                self.count(action);
+            }
+            return Ok(());
+        }
+
+        warn!(
+            event = "deliveries_requeued",
+            queue = %self.queues.queue,
+            count = copied.iter().filter(|&&copied| !copied).count(),
+            "retry or dead-letter copies could not be stored; requeueing the deliveries"
+        );
+        tokio::time::sleep(REQUEUE_PAUSE).await;
+        for ((delivery, action), &copied) in batch.iter().zip(actions).zip(copied) {
+            let settled = if copied {
+                delivery.acker.ack(BasicAckOptions::default()).await?
+            } else {
+                delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await?
+            };
+            if !settled {
+                return Err(ConsumeError::AckRefused);
+            }
+            if copied {
+                self.count(action);
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, action: &Action) {
+        let metrics = &self.shared.metrics;
+        let queue = &self.queues.queue;
+        let outcome = match action {
+            Action::Ack { outcome } => outcome,
+            Action::Retry { .. } => {
+                metrics.retried.get_or_create(&QueueLabels { queue: queue.clone() }).inc();
+                "retry"
+            }
+            Action::Park { label, .. } => {
+                metrics
+                    .dead_lettered
+                    .get_or_create(&DeadLetterLabels { queue: queue.clone(), reason: label })
+                    .inc();
+                "dead_lettered"
+            }
+        };
+        metrics.consumed.get_or_create(&OutcomeLabels { queue: queue.clone(), outcome }).inc();
+    }
+}
+
+/// A delivery from the consumer stream; the stream ending or failing ends this consumer.
+fn received(next: Option<lapin::Result<AmqpDelivery>>) -> Result<AmqpDelivery, ConsumeError> {
+    match next {
+        Some(Ok(delivery)) => Ok(delivery),
+        Some(Err(error)) => Err(error.into()),
+        None => Err(ConsumeError::Cancelled),
+    }
+}
+
+pub(crate) fn to_delivery(delivery: &AmqpDelivery) -> Delivery {
+    let properties = &delivery.properties;
+    let amqp_headers = properties.headers().as_ref();
+    Delivery {
+        message_id: properties.message_id().as_ref().map(|id| id.as_str().to_owned()),
+        event_type: properties.kind().as_ref().map(|kind| kind.as_str().to_owned()),
+        routing_key: headers::original_routing_key(amqp_headers, delivery.routing_key.as_str()),
+        headers: headers::application_headers(amqp_headers),
+        payload: delivery.data.clone(),
+        attempt: headers::retry_count(amqp_headers).saturating_add(1),
+        redelivered: delivery.redelivered,
+    }
+}
+
+/// The copy sent to a retry queue: same message, retry count bumped, original routing key kept.
+fn retry_properties(delivery: &AmqpDelivery, retry_count: u32) -> BasicProperties {
+    let mut copy = copied_headers(delivery);
+    headers::insert_text(&mut copy, headers::RETRY_COUNT, &retry_count.to_string());
+    delivery.properties.clone().with_delivery_mode(PERSISTENT).with_headers(copy)
+}
+
+/// The copy parked in the dead-letter queue, with why and when.
+fn park_properties(delivery: &AmqpDelivery, reason: &str) -> BasicProperties {
+    let mut copy = copied_headers(delivery);
+    headers::insert_text(&mut copy, headers::DEATH_REASON, reason);
+    headers::insert_text(&mut copy, headers::FAILED_AT, &chrono::Utc::now().to_rfc3339());
+    delivery.properties.clone().with_delivery_mode(PERSISTENT).with_headers(copy)
+}
+
+fn copied_headers(delivery: &AmqpDelivery) -> FieldTable {
+    let amqp_headers = delivery.properties.headers().as_ref();
+    let mut copy = headers::copy_without(amqp_headers, &[]);
+    let original = headers::original_routing_key(amqp_headers, delivery.routing_key.as_str());
+    headers::insert_text(&mut copy, headers::ORIGINAL_ROUTING_KEY, &original);
+    copy
+}

@@ -1,0 +1,329 @@
+//! Settings of the RabbitMQ adapter (configuration section `rabbitmq`).
+
+use std::{fmt, time::Duration};
+
+use lapin::uri::AMQPUri;
+use platform::ConfigError;
+use serde::{Deserialize, Deserializer, Serialize, de};
+
+/// Longest name RabbitMQ accepts for a queue, an exchange or a routing key.
+pub(crate) const MAX_NAME_LENGTH: usize = 255;
+
+/// Heartbeat asked for when the URL does not say: a dead peer is noticed within about twice this
+/// many seconds instead of the broker's default of a minute.
+const DEFAULT_HEARTBEAT_SECONDS: u16 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RabbitSettings {
+    /// `amqp://user:password@host:port/vhost`; when set, it wins over the separate fields.
+    pub url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub vhost: String,
+    /// The topic exchange events are published to. The retry and dead-letter exchanges are named
+    /// after it (`<exchange>.retry`, `<exchange>.dlx`).
+    pub exchange: String,
+    /// Unacknowledged deliveries the broker may push to each consumer.
+    pub prefetch: u16,
+    /// Most deliveries handed to a handler at once. A batch holds what has already arrived; the
+    /// consumer never waits to fill one.
+    pub batch_size: usize,
+    /// Delay before each retry of a delivery that failed transiently; after the last one it is
+    /// parked in the dead-letter queue. Also read from a comma-separated string (`"200,500"`).
+    #[serde(deserialize_with = "delays_from_list_or_string")]
+    pub retry_delays_ms: Vec<u64>,
+    /// Deliveries of one message (crashes, requeues) before the broker dead-letters it.
+    pub delivery_limit: u32,
+    /// Upper bound on publishing a batch and receiving all its confirms.
+    pub publish_timeout_ms: u64,
+    /// Longest pause between two connection attempts.
+    pub reconnect_max_backoff_ms: u64,
+}
+
+impl Default for RabbitSettings {
+    fn default() -> Self {
+        RabbitSettings {
+            url: None,
+            host: "localhost".into(),
+            port: 5672,
+            user: "guest".into(),
+            password: "guest".into(),
+            vhost: "/".into(),
+            exchange: "orders".into(),
+            prefetch: 256,
+            batch_size: 128,
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
+            delivery_limit: 10,
+            publish_timeout_ms: 5_000,
+            reconnect_max_backoff_ms: 30_000,
+        }
+    }
+}
+
+impl RabbitSettings {
+    /// Checks every value; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.uri()?;
+        if self.exchange.is_empty() {
+            return Err(ConfigError::invalid("rabbitmq.exchange", "must not be empty"));
+        }
+        // The longest derived name is `<exchange>.retry`.
+        if self.exchange.len() + ".retry".len() > MAX_NAME_LENGTH {
+            return Err(ConfigError::invalid(
+                "rabbitmq.exchange",
+                format!("must be at most {} bytes", MAX_NAME_LENGTH - ".retry".len()),
+            ));
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::invalid("rabbitmq.prefetch", "must be greater than 0"));
+        }
+        if self.batch_size == 0 {
+            return Err(ConfigError::invalid("rabbitmq.batch_size", "must be greater than 0"));
+        }
+        if self.retry_delays_ms.contains(&0) {
+            return Err(ConfigError::invalid(
+                "rabbitmq.retry_delays_ms",
+                "every delay must be greater than 0",
+            ));
+        }
+        // x-message-ttl is a 32-bit signed integer on the broker.
+        if self.retry_delays_ms.iter().any(|&delay| delay > i32::MAX as u64) {
+            return Err(ConfigError::invalid(
+                "rabbitmq.retry_delays_ms",
+                format!("every delay must be at most {} ms", i32::MAX),
+            ));
+        }
+        if self.delivery_limit == 0 {
+            return Err(ConfigError::invalid("rabbitmq.delivery_limit", "must be greater than 0"));
+        }
+        if self.publish_timeout_ms == 0 {
+            return Err(ConfigError::invalid("rabbitmq.publish_timeout_ms", "must be greater than 0"));
+        }
+        if self.reconnect_max_backoff_ms == 0 {
+            return Err(ConfigError::invalid("rabbitmq.reconnect_max_backoff_ms", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The URL to connect to: `url` when set, else one composed from the separate fields.
+    pub fn connection_url(&self) -> String {
+        match self.url.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => url.to_owned(),
+            None => format!(
+                "amqp://{}:{}@{}:{}/{}",
+                percent_encode(&self.user),
+                percent_encode(&self.password),
+                self.host,
+                self.port,
+                percent_encode(&self.vhost),
+            ),
+        }
+    }
+
+    /// The parsed connection URL, with a short heartbeat unless the URL sets one.
+    pub(crate) fn uri(&self) -> Result<AMQPUri, ConfigError> {
+        let key = if self.url.as_deref().is_some_and(|url| !url.is_empty()) {
+            "rabbitmq.url"
+        } else {
+            if self.host.is_empty() {
+                return Err(ConfigError::invalid("rabbitmq.host", "must not be empty"));
+            }
+            "rabbitmq.host"
+        };
+        let mut uri: AMQPUri = self
+            .connection_url()
+            .parse()
+            .map_err(|e| ConfigError::invalid(key, format!("not an AMQP URL: {e}")))?;
+        uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECONDS);
+        Ok(uri)
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        self.retry_delays_ms.iter().map(|&ms| Duration::from_millis(ms)).collect()
+    }
+
+    pub fn reconnect_max_backoff(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_backoff_ms)
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so that any user, password or
+/// vhost (`/` included) survives the URL.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Accepts a list (`[200, 500]` from TOML) or a comma-separated string (`"200,500"` from the
+/// environment, where every value is a string).
+fn delays_from_list_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    struct Delays;
+
+    impl<'de> de::Visitor<'de> for Delays {
+        type Value = Vec<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of milliseconds or a comma-separated string of them")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u64>, E> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(|part| {
+                    part.parse::<u64>()
+                        .map_err(|_| E::custom(format!("{part:?} is not a number of milliseconds")))
+                })
+                .collect()
+        }
+
+        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Vec<u64>, E> {
+            Ok(vec![ms])
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Vec<u64>, E> {
+            u64::try_from(ms).map(|ms| vec![ms]).map_err(|_| E::custom("a delay cannot be negative"))
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+            let mut delays = Vec::new();
+            while let Some(Millis(ms)) = seq.next_element()? {
+                delays.push(ms);
+            }
+            Ok(delays)
+        }
+    }
+
+    deserializer.deserialize_any(Delays)
+}
+
+/// One list element: a number, or a number written as a string.
+struct Millis(u64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MillisVisitor;
+
+        impl de::Visitor<'_> for MillisVisitor {
+            type Value = Millis;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of milliseconds")
+            }
+
+            fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Millis, E> {
+                Ok(Millis(ms))
+            }
+
+            fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Millis, E> {
+                u64::try_from(ms).map(Millis).map_err(|_| E::custom("a delay cannot be negative"))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Millis, E> {
+                text.trim()
+                    .parse()
+                    .map(Millis)
+                    .map_err(|_| E::custom(format!("{text:?} is not a number of milliseconds")))
+            }
+        }
+
+        deserializer.deserialize_any(MillisVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composes_an_encoded_url_from_the_fields() {
+        let settings = RabbitSettings {
+            user: "svc@orders".into(),
+            password: "p:ss/w%rd".into(),
+            vhost: "/".into(),
+            host: "rabbit".into(),
+            port: 5673,
+            ..Default::default()
+        };
+        assert_eq!(settings.connection_url(), "amqp://svc%40orders:p%3Ass%2Fw%25rd@rabbit:5673/%2F");
+        let uri = settings.uri().unwrap();
+        assert_eq!(uri.authority.userinfo.username, "svc@orders");
+        assert_eq!(uri.authority.userinfo.password, "p:ss/w%rd");
+        assert_eq!(uri.vhost, "/");
+        assert_eq!(uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECONDS));
+    }
+
+    #[test]
+    fn the_url_wins_and_keeps_its_heartbeat() {
+        let settings =
+            RabbitSettings { url: Some("amqp://u:p@h:1234/v?heartbeat=3".into()), ..Default::default() };
+        let uri = settings.uri().unwrap();
+        assert_eq!(uri.authority.host, "h");
+        assert_eq!(uri.vhost, "v");
+        assert_eq!(uri.query.heartbeat, Some(3));
+    }
+
+    #[test]
+    fn delays_come_from_a_list_or_a_string() {
+        let from_list: RabbitSettings = serde_json::from_str(r#"{"retry_delays_ms": [200, "500"]}"#).unwrap();
+        assert_eq!(from_list.retry_delays_ms, vec![200, 500]);
+        let from_string: RabbitSettings =
+            serde_json::from_str(r#"{"retry_delays_ms": " 200, 500 "}"#).unwrap();
+        assert_eq!(from_string.retry_delays_ms, vec![200, 500]);
+        let single: RabbitSettings = serde_json::from_str(r#"{"retry_delays_ms": "750"}"#).unwrap();
+        assert_eq!(single.retry_delays_ms, vec![750]);
+        assert!(serde_json::from_str::<RabbitSettings>(r#"{"retry_delays_ms": "1s"}"#).is_err());
+    }
+
+    #[test]
+    fn loads_from_the_environment() {
+        #[derive(Default, Serialize, Deserialize)]
+        #[serde(default)]
+        struct Config {
+            rabbitmq: RabbitSettings,
+        }
+        let env = [
+            ("RABBITMQ_HOST", "rabbit"),
+            ("RABBITMQ_PASSWORD", "007"),
+            ("ORDERFLOW_RABBITMQ__RETRY_DELAYS_MS", "200,500"),
+            ("ORDERFLOW_RABBITMQ__PREFETCH", "16"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        let config: Config = platform::config::load_from(&Config::default(), &[], env).unwrap();
+        assert_eq!(config.rabbitmq.host, "rabbit");
+        assert_eq!(config.rabbitmq.password, "007");
+        assert_eq!(config.rabbitmq.retry_delays_ms, vec![200, 500]);
+        assert_eq!(config.rabbitmq.prefetch, 16);
+        assert_eq!(config.rabbitmq.exchange, "orders");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let invalid = [
+            RabbitSettings { prefetch: 0, ..Default::default() },
+            RabbitSettings { retry_delays_ms: vec![100, 0], ..Default::default() },
+            RabbitSettings { exchange: String::new(), ..Default::default() },
+            RabbitSettings { url: Some("http://nope".into()), ..Default::default() },
+        ];
+        let keys = ["rabbitmq.prefetch", "rabbitmq.retry_delays_ms", "rabbitmq.exchange", "rabbitmq.url"];
+        for (settings, key) in invalid.iter().zip(keys) {
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{error} should name {key}");
+        }
+        RabbitSettings::default().validate().unwrap();
+    }
+}

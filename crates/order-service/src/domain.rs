@@ -1,0 +1,205 @@
+//! Orders: what a valid order is, and what one looks like once accepted.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use contracts::{Money, OrderStatus};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest accepted `customer_id` / `product_id`.
+pub const MAX_ID_LENGTH: usize = 128;
+/// Largest accepted quantity.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// Largest accepted `total_amount`: 100 million.
+pub const MAX_TOTAL: Money = Money::from_minor(100_000_000_00);
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
+
+/// `POST /orders` body, as sent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateOrderRequest {
+    pub customer_id: String,
+    pub product_id: String,
+    pub quantity: i64,
+    pub total_amount: Money,
+}
+
+/// A request that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub customer_id: String,
+    pub product_id: String,
+    pub quantity: u32,
+    pub total: Money,
+}
+
+/// Which field is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
+    ValidationError { field, message: message.into() }
+}
+
+fn identifier(field: &'static str, value: &str) -> Result<String, ValidationError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(invalid(field, format!("{field} must not be empty")));
+    }
+    if value.chars().count() > MAX_ID_LENGTH {
+        return Err(invalid(field, format!("{field} must be at most {MAX_ID_LENGTH} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, format!("{field} must not contain control characters")));
+    }
+    Ok(value.to_owned())
+}
+
+impl NewOrder {
+    pub fn parse(request: CreateOrderRequest) -> Result<NewOrder, ValidationError> {
+        let customer_id = identifier("customer_id", &request.customer_id)?;
+        let product_id = identifier("product_id", &request.product_id)?;
+        if request.quantity < 1 {
+            return Err(invalid("quantity", "quantity must be at least 1"));
+        }
+        if request.quantity > MAX_QUANTITY {
+            return Err(invalid("quantity", format!("quantity must be at most {MAX_QUANTITY}")));
+        }
+        if request.total_amount <= Money::ZERO {
+            return Err(invalid("total_amount", "total_amount must be greater than 0"));
+        }
+        if request.total_amount > MAX_TOTAL {
+            return Err(invalid("total_amount", format!("total_amount must be at most {MAX_TOTAL}")));
+        }
+        Ok(NewOrder {
+            customer_id,
+            product_id,
+            quantity: request.quantity as u32,
+            total: request.total_amount,
+        })
+    }
+
+    /// Identifies the request's content for idempotency checks: same key, same fingerprint.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [self.customer_id.as_bytes(), self.product_id.as_bytes()] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        hash.update(self.quantity.to_be_bytes());
+        hash.update(self.total.minor().to_be_bytes());
+        hash.finalize().into()
+    }
+}
+
+/// Checks an `Idempotency-Key` header value: 1–255 visible ASCII characters.
+pub fn parse_idempotency_key(value: &[u8]) -> Result<String, ValidationError> {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_IDEMPOTENCY_KEY_LENGTH
+        && value.iter().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(invalid(
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters"),
+        ));
+    }
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// An accepted order, as stored and as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub product_id: String,
+    pub quantity: u32,
+    pub total_amount: Money,
+    pub status: OrderStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// A new order with a fresh UUIDv7 id, created now (at the database's microsecond precision).
+    pub fn accept(new: NewOrder) -> Order {
+        let now = Utc::now().trunc_subsecs(6);
+        Order {
+            id: Uuid::now_v7(),
+            customer_id: new.customer_id,
+            product_id: new.product_id,
+            quantity: new.quantity,
+            total_amount: new.total,
+            status: OrderStatus::Created,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Cache version: an order only moves forward, so its last update time orders its versions.
+    pub fn version(&self) -> i64 {
+        self.updated_at.timestamp_micros()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(customer: &str, product: &str, quantity: i64, total: &str) -> CreateOrderRequest {
+        CreateOrderRequest {
+            customer_id: customer.into(),
+            product_id: product.into(),
+            quantity,
+            total_amount: Money::parse(total).unwrap(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_valid_order() {
+        let order = NewOrder::parse(request(" customer-123 ", "product-456", 2, "99.99")).unwrap();
+        assert_eq!(order.customer_id, "customer-123");
+        assert_eq!(order.total, Money::from_minor(9999));
+    }
+
+    #[test]
+    fn names_the_invalid_field() {
+        let long = "x".repeat(MAX_ID_LENGTH + 1);
+        for (req, field) in [
+            (request("", "p", 1, "1"), "customer_id"),
+            (request("   ", "p", 1, "1"), "customer_id"),
+            (request(&long, "p", 1, "1"), "customer_id"),
+            (request("c", "", 1, "1"), "product_id"),
+            (request("c", "p\u{7}", 1, "1"), "product_id"),
+            (request("c", "p", 0, "1"), "quantity"),
+            (request("c", "p", -3, "1"), "quantity"),
+            (request("c", "p", MAX_QUANTITY + 1, "1"), "quantity"),
+            (request("c", "p", 1, "0"), "total_amount"),
+            (request("c", "p", 1, "-5"), "total_amount"),
+            (request("c", "p", 1, "100000000.01"), "total_amount"),
+        ] {
+            assert_eq!(NewOrder::parse(req).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn fingerprint_tells_requests_apart() {
+        let a = NewOrder::parse(request("c", "p", 1, "1")).unwrap();
+        let b = NewOrder::parse(request("c", "p", 1, "1.01")).unwrap();
+        let c = NewOrder::parse(request("cp", "", 1, "1")).ok();
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(c.is_none());
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(parse_idempotency_key(b"abc-123").unwrap(), "abc-123");
+        assert!(parse_idempotency_key(b"").is_err());
+        assert!(parse_idempotency_key(b"has space").is_err());
+        assert!(parse_idempotency_key(&[b'a'; 256]).is_err());
+    }
+}

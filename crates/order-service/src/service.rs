@@ -1,0 +1,131 @@
+//! The use cases of order-service, independent of HTTP and of the concrete backends.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use contracts::{Envelope, OrderCreated, event_type, routing_key};
+use messaging::{OutgoingMessage, outbox::OutboxWaker};
+use uuid::Uuid;
+
+use crate::{
+    cache::OrderCache,
+    domain::{NewOrder, Order},
+    metrics::OrderMetrics,
+    store::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError},
+};
+
+#[derive(Clone)]
+pub struct OrderService {
+    store: Arc<dyn OrderStore>,
+    cache: Arc<dyn OrderCache>,
+    outbox: OutboxWaker,
+    metrics: OrderMetrics,
+}
+
+impl OrderService {
+    pub fn new(
+        store: Arc<dyn OrderStore>,
+        cache: Arc<dyn OrderCache>,
+        outbox: OutboxWaker,
+        metrics: OrderMetrics,
+    ) -> Self {
+        OrderService { store, cache, outbox, metrics }
+    }
+
+    /// Accepts an order: once this returns, the order and its `OrderCreated` event are durable.
+    pub async fn create(
+        &self,
+        new: NewOrder,
+        idempotency_key: Option<String>,
+    ) -> Result<Created, StoreError> {
+        let started = std::time::Instant::now();
+        let idempotency = idempotency_key.map(|key| IdempotencyClaim { key, fingerprint: new.fingerprint() });
+        let order = Order::accept(new);
+        let event = order_created_event(&order);
+        let created = self.store.create(CreateCommand { order, event, idempotency }).await?;
+        if let Created::New(order) = &created {
+            self.outbox.wake();
+            self.metrics.orders_created.inc();
+            self.metrics.create_duration.observe(started.elapsed().as_secs_f64());
+            tracing::info!(event = "order_created", order_id = %order.id, customer_id = %order.customer_id, "order created");
+        }
+        Ok(created)
+    }
+
+    /// The order's JSON body: from the cache when it has it, else from the store (then cached).
+    /// A cache failure is counted and otherwise ignored.
+    pub async fn get_json(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
+        match self.cache.get(id).await {
+            Ok(Some(body)) => {
+                self.metrics.cache("hit");
+                return Ok(Some(body));
+            }
+            Ok(None) => self.metrics.cache("miss"),
+            Err(error) => {
+                self.metrics.cache("error");
+                tracing::debug!(event = "cache_failed", error = %error, "order cache unavailable; reading the database");
+            }
+        }
+        let Some(order) = self.store.get(id).await? else { return Ok(None) };
+        let body = order_json(&order);
+        if let Err(error) = self.cache.put(id, order.version(), body.clone()).await {
+            self.metrics.cache("error");
+            tracing::debug!(event = "cache_failed", error = %error, "could not cache the order");
+        }
+        Ok(Some(body))
+    }
+
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<Order>, StoreError> {
+        self.store.list(query).await
+    }
+
+    /// Records that analytics has processed the order; idempotent. True if the status changed now.
+    pub async fn mark_processed(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some(order) = self.store.mark_processed(id, at).await? else { return Ok(false) };
+        {
+            tracing::info!(event = "order_processed", order_id = %id, "order processed");
+            // Replace the cached body with the new version, so readers see the new status at once.
+            if let Err(error) = self.cache.put(id, order.version(), order_json(&order)).await {
+                self.metrics.cache("error");
+                tracing::warn!(event = "cache_failed", order_id = %id, error = %error, "could not refresh the cached order");
+            }
+        }
+        Ok(true)
+    }
+
+    pub async fn ping_store(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    pub async fn ping_cache(&self) -> Result<(), String> {
+        self.cache.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+pub fn order_json(order: &Order) -> Bytes {
+    Bytes::from(serde_json::to_vec(order).expect("an order always serialises"))
+}
+
+fn order_created_event(order: &Order) -> OutgoingMessage {
+    let event_id = Uuid::now_v7();
+    let envelope = Envelope::order_created(
+        event_id,
+        order.created_at,
+        OrderCreated {
+            order_id: order.id,
+            customer_id: order.customer_id.clone(),
+            product_id: order.product_id.clone(),
+            quantity: order.quantity,
+            total_amount: order.total_amount,
+        },
+    );
+    OutgoingMessage {
+        event_id,
+        event_type: event_type::ORDER_CREATED.to_owned(),
+        routing_key: routing_key::ORDER_CREATED.to_owned(),
+        payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
+        headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
+        timestamp: order.created_at,
+    }
+}

@@ -1,0 +1,372 @@
+//! The order API, black-box, against the real MariaDB, Redis and RabbitMQ.
+
+mod support;
+
+use std::{collections::HashSet, time::Duration};
+
+use serde_json::{Value, json};
+use support::{TestApp, order_body};
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+#[tokio::test]
+async fn create_then_get_returns_the_same_order() {
+    let app = TestApp::spawn().await;
+
+    let response = app.post_order(&order_body("customer-123", "99.99")).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created = json_of(response).await;
+    assert_eq!(created["customer_id"], "customer-123");
+    assert_eq!(created["product_id"], "product-456");
+    assert_eq!(created["quantity"], 2);
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["created_at"], created["updated_at"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/orders/{id}"));
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+
+    // The amount comes back as the number that was sent, to the cent.
+    let first = app.get(&format!("/orders/{id}")).await;
+    assert_eq!(first.status(), 200);
+    let text = first.text().await.unwrap();
+    assert!(text.contains(r#""total_amount":99.99"#), "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), created);
+
+    // The second read is served from the cache.
+    let second = json_of(app.get(&format!("/orders/{id}")).await).await;
+    assert_eq!(second, created);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"cache_requests_total{cache="orders",result="hit"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"cache_requests_total{cache="orders",result="miss"} 1"#), "{metrics}");
+    for name in [
+        "orders_created_total 1",
+        "orders_created_duration_seconds_count 1",
+        "http_requests_total{",
+        "http_request_duration_seconds_bucket{",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in {metrics}");
+    }
+    assert!(metrics.contains(r#"route="/orders/{id}""#), "{metrics}");
+
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn money_is_exact_at_every_scale() {
+    let app = TestApp::spawn().await;
+    for (sent, returned, minor) in [
+        ("0.01", "0.01", 1),
+        ("100", "100", 10000),
+        ("19.90", "19.9", 1990),
+        ("99999999.99", "99999999.99", 9999999999i64),
+    ] {
+        let response = app.post_order(&order_body("money", sent)).await;
+        assert_eq!(response.status(), 201, "{sent}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(&format!(r#""total_amount":{returned}"#)), "{sent}: {text}");
+        let id: String = serde_json::from_str::<Value>(&text).unwrap()["id"].as_str().unwrap().into();
+        let stored: i64 = sqlx::query_scalar("SELECT total_minor FROM orders WHERE id = ?")
+            .bind(uuid::Uuid::parse_str(&id).unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, minor);
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "empty customer",
+            json!({"customer_id": "", "product_id": "p", "quantity": 1, "total_amount": 1}),
+            "customer_id",
+        ),
+        ("missing customer", json!({"product_id": "p", "quantity": 1, "total_amount": 1}), "customer_id"),
+        (
+            "blank product",
+            json!({"customer_id": "c", "product_id": "  ", "quantity": 1, "total_amount": 1}),
+            "product_id",
+        ),
+        (
+            "long product",
+            json!({"customer_id": "c", "product_id": "x".repeat(129), "quantity": 1, "total_amount": 1}),
+            "product_id",
+        ),
+        (
+            "zero quantity",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 0, "total_amount": 1}),
+            "quantity",
+        ),
+        (
+            "negative quantity",
+            json!({"customer_id": "c", "product_id": "p", "quantity": -1, "total_amount": 1}),
+            "quantity",
+        ),
+        (
+            "fractional quantity",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 1.5, "total_amount": 1}),
+            "quantity",
+        ),
+        (
+            "string quantity",
+            json!({"customer_id": "c", "product_id": "p", "quantity": "2", "total_amount": 1}),
+            "quantity",
+        ),
+        (
+            "zero amount",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": 0}),
+            "total_amount",
+        ),
+        (
+            "negative amount",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": -5}),
+            "total_amount",
+        ),
+        (
+            "three decimals",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": 1.005}),
+            "total_amount",
+        ),
+        (
+            "huge amount",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": 1e12}),
+            "total_amount",
+        ),
+        ("missing amount", json!({"customer_id": "c", "product_id": "p", "quantity": 1}), "total_amount"),
+        (
+            "amount as words",
+            json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": "ten"}),
+            "total_amount",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let response = app.post_order(&body).await;
+        assert_eq!(response.status(), 400, "{what}");
+        let error = json_of(response).await;
+        assert_eq!(error["error"], "invalid_request", "{what}");
+        assert_eq!(error["details"]["field"], field, "{what}: {error}");
+        assert!(error["message"].as_str().unwrap().contains(field), "{what}: {error}");
+    }
+    // The message the reference documents, word for word.
+    let error = json_of(
+        app.post_order(&json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": 0}))
+            .await,
+    )
+    .await;
+    assert_eq!(error["message"], "total_amount must be greater than 0");
+
+    let not_json = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(json_of(not_json).await["error"], "invalid_request");
+
+    let array = app.client.post(app.url("/orders")).json(&json!([1, 2])).send().await.unwrap();
+    assert_eq!(array.status(), 400);
+
+    let wrong_type = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    assert_eq!(json_of(wrong_type).await["error"], "unsupported_media_type");
+
+    let no_type =
+        app.client.post(app.url("/orders")).body(order_body("c", "1").to_string()).send().await.unwrap();
+    assert_eq!(no_type.status(), 415);
+
+    let huge = json!({"customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": 1, "note": "x".repeat(100_000)});
+    let too_large = app.post_order(&huge).await;
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(json_of(too_large).await["error"], "payload_too_large");
+
+    let bad_key = app
+        .client
+        .post(app.url("/orders"))
+        .header("idempotency-key", "has space")
+        .json(&order_body("c", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_key.status(), 400);
+    assert_eq!(json_of(bad_key).await["details"]["field"], "Idempotency-Key");
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_not_found() {
+    let app = TestApp::spawn().await;
+    for path in ["/orders/0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f", "/orders/not-a-uuid", "/orders/%20"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let error = json_of(response).await;
+        assert_eq!(error, json!({"error": "not_found", "message": "order not found", "details": {}}));
+    }
+    let unknown_route = app.get("/nope").await;
+    assert_eq!(unknown_route.status(), 404);
+    assert_eq!(json_of(unknown_route).await["error"], "not_found");
+    let wrong_method = app.client.delete(app.url("/orders")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_original_order() {
+    let app = TestApp::spawn().await;
+    let post = |key: &str, body: Value| {
+        app.client.post(app.url("/orders")).header("idempotency-key", key).json(&body).send()
+    };
+
+    let first = post("key-1", order_body("c1", "10")).await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = json_of(first).await;
+
+    let again = post("key-1", order_body("c1", "10.00")).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_of(again).await, first);
+
+    let conflict = post("key-1", order_body("c1", "11")).await.unwrap();
+    assert_eq!(conflict.status(), 409);
+    assert_eq!(json_of(conflict).await["error"], "conflict");
+
+    // Many concurrent requests with one key create one order.
+    let racers = (0..20).map(|_| post("key-2", order_body("c2", "5")));
+    let answers = futures::future::join_all(racers).await;
+    let mut ids = HashSet::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 201);
+        ids.insert(json_of(answer).await["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1);
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_orders_are_all_stored_with_their_events() {
+    let app = TestApp::spawn().await;
+    let bodies: Vec<Value> = (0..200)
+        .map(|i| order_body(&format!("burst-{}", i % 7), &format!("{}.{:02}", i + 1, i % 100)))
+        .collect();
+    let posts = bodies.iter().map(|body| app.post_order(body));
+    let mut ids = HashSet::new();
+    for response in futures::future::join_all(posts).await {
+        assert_eq!(response.status(), 201);
+        ids.insert(json_of(response).await["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 200);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 200);
+    assert_eq!(app.count("SELECT COUNT(DISTINCT event_id) FROM outbox").await, 200);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn lists_orders_newest_first_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let order = json_of(app.post_order(&order_body("alice", &format!("{}", i + 1))).await).await;
+        created.push(order["id"].as_str().unwrap().to_owned());
+    }
+    app.post_order(&order_body("bob", "1")).await;
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/orders?customer_id=alice&limit=2&cursor={c}"),
+            None => "/orders?customer_id=alice&limit=2".to_owned(),
+        };
+        let page = json_of(app.get(&path).await).await;
+        for order in page["orders"].as_array().unwrap() {
+            assert_eq!(order["customer_id"], "alice");
+            seen.push(order["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(seen, created);
+
+    let everyone = json_of(app.get("/orders").await).await;
+    assert_eq!(everyone["orders"].as_array().unwrap().len(), 6);
+    assert_eq!(everyone["next_cursor"], Value::Null);
+
+    for bad in [
+        "/orders?limit=0",
+        "/orders?limit=101",
+        "/orders?limit=abc",
+        "/orders?cursor=zzz",
+        "/orders?customer_id=",
+        "/orders?color=red",
+    ] {
+        let response = app.get(bad).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        assert_eq!(json_of(response).await["error"], "invalid_request");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_accepted_order_is_published_as_order_created() {
+    let mut app = TestApp::spawn().await;
+    let mut listener = app.listen("order.created").await;
+
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let order = json_of(
+        app.client
+            .post(app.url("/orders"))
+            .header("traceparent", traceparent)
+            .json(&order_body("customer-123", "99.99"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let event = listener.next(Duration::from_secs(10)).await.expect("OrderCreated published");
+    assert_eq!(event.body["event_type"], "OrderCreated");
+    assert_eq!(event.message_id.as_deref(), event.body["event_id"].as_str());
+    assert_eq!(event.body["data"]["order_id"], order["id"]);
+    assert_eq!(event.body["data"]["customer_id"], "customer-123");
+    assert_eq!(event.body["data"]["quantity"], 2);
+    assert_eq!(event.body["data"]["total_amount"].to_string(), "99.99");
+    assert!(event.body["timestamp"].is_string());
+    // The caller's trace continues through the event.
+    assert!(
+        event.headers["traceparent"].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{:?}",
+        event.headers
+    );
+
+    support::eventually(Duration::from_secs(5), "the outbox row marked published", || async {
+        (app.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL").await == 1).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}

@@ -1,0 +1,208 @@
+//! What happens when a server goes away: outages are simulated with a fault-injecting proxy
+//! between the service and the real server, never by stopping the shared servers.
+
+mod support;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use messaging::{
+    MessagingMetrics, OutgoingMessage,
+    outbox::{
+        OutboxStore, Relay, RelaySettings,
+        mysql::{MySqlOutbox, enqueue},
+    },
+    rabbitmq::RabbitMq,
+};
+use serde_json::Value;
+use support::{TestApp, eventually, order_body};
+use test_support::{FaultProxy, host_port};
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let response = app.get("/readyz").await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn orders_accepted_while_the_broker_is_down_are_published_when_it_returns() {
+    let broker = FaultProxy::start(host_port(&test_support::amqp_url(), 5672)).await.unwrap();
+    let port = broker.port();
+    let mut app =
+        TestApp::spawn_with(|s| s.rabbitmq.url = Some(format!("amqp://guest:guest@127.0.0.1:{port}/%2f")))
+            .await;
+    let mut listener = app.listen("order.created").await;
+    eventually(Duration::from_secs(10), "rabbitmq connected", || async {
+        (readiness(&app).await.1["checks"]["rabbitmq"]["status"] == "up").then_some(())
+    })
+    .await;
+
+    broker.cut();
+    let mut ids = HashSet::new();
+    for i in 0..20 {
+        let response = app.post_order(&order_body("outage", &format!("{}", i + 1))).await;
+        assert_eq!(response.status(), 201, "orders are still accepted while the broker is down");
+        ids.insert(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, 200, "the broker is not critical for taking orders: {ready}");
+    assert_eq!(ready["checks"]["rabbitmq"]["status"], "down");
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await, 20);
+
+    broker.restore();
+    let events = listener.collect(20, Duration::from_secs(30)).await;
+    let published: HashSet<String> =
+        events.iter().map(|e| e.body["data"]["order_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(published, ids, "every order accepted during the outage is published");
+    assert!(listener.next(Duration::from_millis(500)).await.is_none(), "and only once");
+    eventually(Duration::from_secs(10), "outbox drained", || async {
+        (app.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn reads_fall_back_to_the_database_when_redis_is_down() {
+    let redis = FaultProxy::start(host_port(&test_support::redis_url(), 6379)).await.unwrap();
+    let port = redis.port();
+    let app = TestApp::spawn_with(|s| s.redis.url = Some(format!("redis://127.0.0.1:{port}"))).await;
+    let order: Value = app.post_order(&order_body("cache", "12.34")).await.json().await.unwrap();
+    let path = format!("/orders/{}", order["id"].as_str().unwrap());
+    assert_eq!(app.get(&path).await.status(), 200);
+
+    redis.cut();
+    for _ in 0..3 {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 200, "a cache outage never fails a read");
+        assert_eq!(response.json::<Value>().await.unwrap(), order);
+    }
+    let created = app.post_order(&order_body("cache", "1")).await;
+    assert_eq!(created.status(), 201);
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["redis"]["status"], "down");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"cache_requests_total{cache="orders",result="error"}"#), "{metrics}");
+    assert!(metrics.contains(r#"dependency_up{dependency="redis"} 0"#), "{metrics}");
+
+    redis.restore();
+    eventually(Duration::from_secs(10), "cache hits again", || async {
+        app.get(&path).await;
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics.contains(r#"cache_requests_total{cache="orders",result="hit"}"#).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn writes_answer_503_while_the_database_is_down_and_recover_by_themselves() {
+    let database_proxy = FaultProxy::start(host_port(&test_support::mysql_admin_url(), 3306)).await.unwrap();
+    let port = database_proxy.port();
+    let app = TestApp::spawn_with(|s| {
+        let url = s.database.url.clone().unwrap();
+        let name = url.rsplit('/').next().unwrap().to_owned();
+        s.database.url = Some(format!("mysql://root@127.0.0.1:{port}/{name}"));
+        s.database.acquire_timeout_ms = 1000;
+    })
+    .await;
+    assert_eq!(app.post_order(&order_body("db", "1")).await.status(), 201);
+
+    database_proxy.cut();
+    let response = app.post_order(&order_body("db", "2")).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "service_unavailable");
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["checks"]["mysql"]["status"], "down");
+    assert_eq!(app.get("/livez").await.status(), 200, "the process itself is alive");
+
+    database_proxy.restore();
+    eventually(Duration::from_secs(15), "writes recover", || async {
+        (app.post_order(&order_body("db", "3")).await.status() == 201).then_some(())
+    })
+    .await;
+    assert_eq!(readiness(&app).await.0, 200);
+    // Only the two acknowledged orders exist: nothing half-written.
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_relays_publish_every_row_once() {
+    let name = test_support::unique_name();
+    let database = test_support::TestDatabase::create().await.unwrap();
+    let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
+    order_service::MIGRATOR.run(&pool).await.unwrap();
+    let mut rabbit_settings = support::test_settings(&name, &database).rabbitmq;
+    rabbit_settings.exchange = format!("{name}.orders");
+    let listener_queue = format!("{name}.listener");
+    let mut listener =
+        support::EventListener::start(&rabbit_settings.exchange, &listener_queue, "order.created").await;
+
+    let messages: Vec<OutgoingMessage> = (0..300)
+        .map(|i| OutgoingMessage {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "OrderCreated".into(),
+            routing_key: "order.created".into(),
+            payload: format!(r#"{{"n": {i}}}"#).into_bytes(),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    enqueue(&mut tx, &messages).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let shutdown = platform::Shutdown::new();
+    let settings = RelaySettings { batch_size: 10, ..RelaySettings::default() };
+    let relay = || {
+        let status = platform::Health::new(&mut Default::default()).add_status("rabbitmq", false);
+        let rabbit = RabbitMq::new(
+            rabbit_settings.clone(),
+            status,
+            MessagingMetrics::unregistered(),
+            shutdown.clone(),
+        )
+        .unwrap();
+        Relay::new(
+            Arc::new(MySqlOutbox::new(pool.clone())),
+            Arc::new(rabbit),
+            settings.clone(),
+            MessagingMetrics::unregistered(),
+        )
+    };
+    let (first, second) = (relay(), relay());
+    let outbox = MySqlOutbox::new(pool.clone());
+    let (a, b) = tokio::join!(publish_all(&first, &outbox), publish_all(&second, &outbox));
+    assert_eq!(a + b, 300, "each row is marked published by exactly one relay");
+
+    let events = listener.collect(300, Duration::from_secs(10)).await;
+    let unique: HashSet<_> = events.iter().map(|e| e.message_id.clone().unwrap()).collect();
+    assert_eq!(unique.len(), 300, "every row is published");
+    assert!(listener.next(Duration::from_millis(500)).await.is_none(), "no row is published twice");
+
+    shutdown.trigger();
+    pool.close().await;
+    let queues = vec![listener_queue];
+    let _ =
+        test_support::delete_amqp(&queues, &messaging::rabbitmq::ExchangeNames::new(&rabbit_settings).all())
+            .await;
+    database.drop().await.unwrap();
+}
+
+/// Publishes until the outbox is empty (the broker connection may take a moment).
+async fn publish_all(relay: &Relay, outbox: &MySqlOutbox) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut total = 0;
+    loop {
+        total += relay.publish_due().await.unwrap();
+        if outbox.backlog().await.unwrap().pending == 0 || tokio::time::Instant::now() > deadline {
+            return total;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,193 @@
+//! HTTP plumbing: error bodies, readiness, metrics and graceful shutdown, over a real socket.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, routing::get, routing::post};
+use platform::{
+    Health, HttpSettings, JsonBody, Shutdown, ShutdownSettings,
+    http::{ops_router, serve, with_middleware},
+    metrics::HttpMetrics,
+};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct Echo {
+    #[allow(dead_code)]
+    count: u32,
+}
+
+struct Server {
+    base: String,
+    shutdown: Shutdown,
+    health: Health,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(settings: HttpSettings) -> Server {
+    let mut registry = Registry::default();
+    let health = Health::new(&mut registry);
+    let metrics = HttpMetrics::register(&mut registry);
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                "done"
+            }),
+        )
+        .route("/echo", post(|JsonBody(echo): JsonBody<Echo>| async move { format!("{}", echo.count) }))
+        .route("/panic", get(|| async { if true { panic!("boom") } else { "" } }))
+        .merge(ops_router(health.clone(), Arc::new(registry)));
+    let app = with_middleware(app, &settings, metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move { serve(listener, app, stop, &ShutdownSettings::default()).await });
+    Server { base, shutdown, health, task }
+}
+
+fn settings() -> HttpSettings {
+    HttpSettings { host: "127.0.0.1".into(), port: 0, request_timeout_ms: 300, body_limit_bytes: 1024 }
+}
+
+#[tokio::test]
+async fn errors_have_the_documented_body() {
+    let server = start(HttpSettings { request_timeout_ms: 5_000, ..settings() }).await;
+    let client = reqwest::Client::new();
+
+    let bad = client
+        .post(format!("{}/echo", server.base))
+        .json(&serde_json::json!({"count": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["details"]["field"], "count");
+    assert!(body["message"].is_string());
+
+    let missing =
+        client.post(format!("{}/echo", server.base)).json(&serde_json::json!({})).send().await.unwrap();
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["details"]["field"], "count");
+
+    let charset = client
+        .post(format!("{}/echo", server.base))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"count": 3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charset.text().await.unwrap(), "3");
+
+    let trailing = client
+        .post(format!("{}/echo", server.base))
+        .header("content-type", "application/json")
+        .body(r#"{"count": 3} x"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trailing.status(), 400);
+
+    let large = client
+        .post(format!("{}/echo", server.base))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 413);
+
+    let panic = client.get(format!("{}/panic", server.base)).send().await.unwrap();
+    assert_eq!(panic.status(), 500);
+    let body: Value = panic.json().await.unwrap();
+    assert_eq!(body["error"], "internal_error");
+
+    let request_id =
+        client.get(format!("{}/livez", server.base)).header("x-request-id", "abc-1").send().await.unwrap();
+    assert_eq!(request_id.headers()["x-request-id"], "abc-1");
+    let generated = client.get(format!("{}/livez", server.base)).send().await.unwrap();
+    assert!(!generated.headers()["x-request-id"].is_empty());
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_with_503() {
+    let server = start(settings()).await;
+    let response = reqwest::get(format!("{}/slow", server.base)).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "service_unavailable");
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn readiness_reports_each_dependency() {
+    let server = start(settings()).await;
+    let database = server.health.add_status("mysql", true);
+    let cache = server.health.add_status("redis", false);
+    server.health.add_probe("broker", false, || async { Err("connection refused".to_owned()) });
+
+    let readyz = || async { reqwest::get(format!("{}/readyz", server.base)).await.unwrap() };
+    let response = readyz().await;
+    assert_eq!(response.status(), 503, "a critical dependency is not up yet");
+
+    database.set_up();
+    let response = readyz().await;
+    assert_eq!(response.status(), 200, "non-critical dependencies do not block readiness");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["mysql"]["status"], "up");
+    assert_eq!(body["checks"]["redis"]["status"], "down");
+    assert_eq!(body["checks"]["broker"]["error"], "connection refused");
+    cache.set_up();
+
+    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap();
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains(r#"dependency_up{dependency="mysql"} 1"#), "{text}");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/readyz",status="503"} 1"#), "{text}");
+
+    server.health.set_shutting_down();
+    let response = readyz().await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "shutting_down");
+    assert_eq!(reqwest::get(format!("{}/livez", server.base)).await.unwrap().status(), 200);
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let server = start(HttpSettings { request_timeout_ms: 5_000, ..settings() }).await;
+    let url = format!("{}/slow", server.base);
+    let in_flight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A background task that finishes its work after shutdown is asked for.
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = finished.clone();
+    let stop = server.shutdown.clone();
+    server.shutdown.spawn(async move {
+        stop.requested().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+
+    server.shutdown.trigger();
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the request in flight completes");
+    server.task.await.unwrap().unwrap();
+    assert!(finished.load(std::sync::atomic::Ordering::SeqCst), "tracked tasks finish before serve returns");
+    assert!(
+        reqwest::get(format!("{}/livez", server.base)).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
