@@ -20,8 +20,9 @@ servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running
 	scripts/ensure-servers.sh
 
 .PHONY: test
-test: servers ## Run every test against the real servers
+test: servers ## Run every test: the Rust suites against the real servers, then the offline chart checks
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(MAKE) chart-test
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors

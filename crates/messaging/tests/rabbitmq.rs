@@ -15,8 +15,8 @@ use chrono::{TimeZone, Utc};
 use lapin::{
     BasicProperties, Confirmation, Connection, ConnectionProperties,
     options::{
-        BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+        QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -324,6 +324,7 @@ async fn publishing_during_an_outage_fails_fast_and_recovers_by_itself() {
     proxy.restore();
     harness.wait_until_up().await;
     harness.publish_one(&message("{}")).await;
+    assert!(harness.rabbit.connections_established() >= 2);
 
     harness.stop().await;
 }
@@ -426,6 +427,46 @@ async fn a_permanent_failure_is_parked_at_once_and_does_not_block_the_queue() {
     assert_eq!(parked[0].payload, "poison");
     let permanent = DeadLetterLabels { queue: queue.clone(), reason: "permanent" };
     assert_eq!(harness.metrics.dead_lettered.get_or_create(&permanent).get(), 1);
+
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_whose_retry_copy_cannot_be_stored_is_not_acked() {
+    let mut harness = Harness::start(settings(amqp_url())).await;
+    let recorder = Recorder::new(|delivery| {
+        if delivery.attempt == 1 {
+            Err(HandleError::Transient("lock timeout".into()))
+        } else {
+            Ok(Handled::Processed)
+        }
+    });
+    let queue = harness.consume(recorder.clone()).await;
+    // Without its retry exchange, the broker refuses the retry copy (and closes the channel).
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(harness.rabbit.exchanges().retry.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+
+    harness.publish_one(&message("unlucky")).await;
+    // The delivery comes back (the topology is declared again on reconnection), is retried, and
+    // succeeds on its second attempt.
+    eventually(WAIT, "the second attempt", || async {
+        recorder.seen_payload("unlucky").iter().any(|delivery| delivery.attempt == 2).then_some(())
+    })
+    .await;
+    let first_attempts: Vec<bool> = recorder
+        .seen_payload("unlucky")
+        .iter()
+        .filter(|delivery| delivery.attempt == 1)
+        .map(|delivery| delivery.redelivered)
+        .collect();
+    assert_eq!(first_attempts, [false, true], "redelivered, not acked, after the failed copy");
+    eventually(WAIT, "the ack", || async { (harness.consumed(&queue, "ack") == 1).then_some(()) }).await;
+    assert_eq!(harness.parked(&queue).await, 0);
 
     harness.stop().await;
 }
@@ -542,6 +583,33 @@ async fn parked_messages_can_be_listed_without_loss_and_replayed() {
     assert_eq!(replayed.iter().map(|delivery| delivery.message_id.clone()).collect::<Vec<_>>(), expected_ids);
     assert!(replayed.iter().all(|delivery| delivery.attempt == 1 && delivery.routing_key == ROUTING_KEY));
     assert_eq!(harness.rabbit.queue_depths(&queue).await.unwrap(), (0, 0));
+
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn asking_about_a_missing_queue_is_an_error_not_an_outage() {
+    let mut harness = Harness::start(settings(amqp_url())).await;
+    let recorder = Recorder::new(|_| Ok(Handled::Processed));
+    harness.consume(recorder.clone()).await;
+
+    assert!(matches!(harness.rabbit.queue_depths("no.such.queue").await, Err(RabbitError::QueueNotFound(_))));
+    assert!(matches!(
+        harness.rabbit.list_parked("no.such.queue", 5).await,
+        Err(RabbitError::QueueNotFound(_))
+    ));
+    assert!(matches!(
+        harness.rabbit.replay_parked("no.such.queue", 5).await,
+        Err(RabbitError::QueueNotFound(_))
+    ));
+
+    harness.publish_one(&message("still here")).await;
+    eventually(WAIT, "the delivery", || async {
+        (!recorder.seen_payload("still here").is_empty()).then_some(())
+    })
+    .await;
+    assert!(harness.status.is_up());
+    assert_eq!(harness.rabbit.connections_established(), 1, "the connection was kept");
 
     harness.stop().await;
 }

@@ -2,7 +2,6 @@
 //! transaction (outbox), serves them from a Redis cache-aside, and moves them to `processed` when
 //! analytics reports it.
 
-pub mod cache;
 pub mod domain;
 pub mod http;
 pub mod metrics;
@@ -20,12 +19,12 @@ use messaging::{
     outbox::{Relay, mysql::MySqlOutbox},
     rabbitmq::RabbitMq,
 };
-use platform::{Health, Shutdown, http::with_middleware, metrics::HttpMetrics};
+use platform::{Health, Shutdown, cache::redis::RedisCache, http::with_middleware, metrics::HttpMetrics};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::{
-    cache::redis::RedisOrderCache, metrics::OrderMetrics, processed::OrderProcessedHandler,
+    metrics::OrderMetrics, processed::OrderProcessedHandler,
     service::OrderService, settings::Settings, store::mysql::MySqlOrderStore,
 };
 
@@ -63,12 +62,7 @@ impl Application {
             settings.orders.writers,
             settings.orders.write_batch_size,
         ));
-        let cache = Arc::new(RedisOrderCache::new(
-            settings.redis.pool()?,
-            &settings.redis.key_prefix,
-            settings.orders.cache_ttl(),
-            settings.redis.timeout(),
-        ));
+        let cache = Arc::new(RedisCache::new(&settings.redis)?);
         let rabbit = RabbitMq::new(
             settings.rabbitmq.clone(),
             health.add_status("rabbitmq", false),
@@ -81,7 +75,7 @@ impl Application {
             settings.outbox.clone(),
             messaging_metrics,
         );
-        let service = OrderService::new(store, cache, relay.waker(), order_metrics);
+        let service = OrderService::new(store, cache, settings.orders.cache_ttl(), relay.waker(), order_metrics);
         shutdown.spawn(relay.run(shutdown.clone()));
         rabbit
             .consume(Subscription {

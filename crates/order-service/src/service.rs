@@ -1,6 +1,6 @@
 //! The use cases of order-service, independent of HTTP and of the concrete backends.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -8,8 +8,9 @@ use contracts::{Envelope, OrderCreated, event_type, routing_key};
 use messaging::{OutgoingMessage, outbox::OutboxWaker};
 use uuid::Uuid;
 
+use platform::cache::VersionedCache;
+
 use crate::{
-    cache::OrderCache,
     domain::{NewOrder, Order},
     metrics::OrderMetrics,
     store::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError},
@@ -18,7 +19,8 @@ use crate::{
 #[derive(Clone)]
 pub struct OrderService {
     store: Arc<dyn OrderStore>,
-    cache: Arc<dyn OrderCache>,
+    cache: Arc<dyn VersionedCache>,
+    cache_ttl: Duration,
     outbox: OutboxWaker,
     metrics: OrderMetrics,
 }
@@ -26,11 +28,12 @@ pub struct OrderService {
 impl OrderService {
     pub fn new(
         store: Arc<dyn OrderStore>,
-        cache: Arc<dyn OrderCache>,
+        cache: Arc<dyn VersionedCache>,
+        cache_ttl: Duration,
         outbox: OutboxWaker,
         metrics: OrderMetrics,
     ) -> Self {
-        OrderService { store, cache, outbox, metrics }
+        OrderService { store, cache, cache_ttl, outbox, metrics }
     }
 
     /// Accepts an order: once this returns, the order and its `OrderCreated` event are durable.
@@ -56,7 +59,7 @@ impl OrderService {
     /// The order's JSON body: from the cache when it has it, else from the store (then cached).
     /// A cache failure is counted and otherwise ignored.
     pub async fn get_json(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
-        match self.cache.get(id).await {
+        match self.cache.get(&cache_key(id)).await {
             Ok(Some(body)) => {
                 self.metrics.cache("hit");
                 return Ok(Some(body));
@@ -69,7 +72,7 @@ impl OrderService {
         }
         let Some(order) = self.store.get(id).await? else { return Ok(None) };
         let body = order_json(&order);
-        if let Err(error) = self.cache.put(id, order.version(), body.clone()).await {
+        if let Err(error) = self.cache.put(&cache_key(id), order.version(), body.clone(), self.cache_ttl).await {
             self.metrics.cache("error");
             tracing::debug!(event = "cache_failed", error = %error, "could not cache the order");
         }
@@ -86,7 +89,7 @@ impl OrderService {
         {
             tracing::info!(event = "order_processed", order_id = %id, "order processed");
             // Replace the cached body with the new version, so readers see the new status at once.
-            if let Err(error) = self.cache.put(id, order.version(), order_json(&order)).await {
+            if let Err(error) = self.cache.put(&cache_key(id), order.version(), order_json(&order), self.cache_ttl).await {
                 self.metrics.cache("error");
                 tracing::warn!(event = "cache_failed", order_id = %id, error = %error, "could not refresh the cached order");
             }
@@ -101,6 +104,10 @@ impl OrderService {
     pub async fn ping_cache(&self) -> Result<(), String> {
         self.cache.ping().await.map_err(|e| e.to_string())
     }
+}
+
+fn cache_key(id: Uuid) -> String {
+    format!("order:{}", id.hyphenated())
 }
 
 pub fn order_json(order: &Order) -> Bytes {

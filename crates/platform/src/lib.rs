@@ -1,6 +1,7 @@
 //! What every orderflow service needs and none of them owns: configuration, telemetry, metrics,
 //! health, HTTP plumbing, graceful shutdown, and the MySQL/Redis connection settings.
 
+pub mod cache;
 pub mod config;
 pub mod database;
 pub mod health;

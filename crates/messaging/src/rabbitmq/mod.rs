@@ -18,7 +18,7 @@ mod supervisor;
 pub mod topology;
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) status: DependencyStatus,
     pub(crate) metrics: MessagingMetrics,
     pub(crate) shutdown: Shutdown,
+    /// Connections established so far.
+    pub(crate) connections: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -90,6 +92,7 @@ impl RabbitMq {
             status,
             metrics,
             shutdown: shutdown.clone(),
+            connections: AtomicU64::new(0),
             state: Mutex::default(),
         });
         shutdown.spawn(supervisor::supervise(shared.clone()));
@@ -112,6 +115,11 @@ impl RabbitMq {
     /// Connected, and the broker is not blocking publishers.
     pub fn is_available(&self) -> bool {
         self.shared.session().is_some_and(|session| session.unavailable_reason().is_none())
+    }
+
+    /// Connections established so far: 1 + reconnections, for diagnostics.
+    pub fn connections_established(&self) -> u64 {
+        self.shared.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registers a consumer: its queues are declared and it is started now if the broker is

@@ -3,7 +3,7 @@
 
 use std::{
     pin::{Pin, pin},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -172,6 +172,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
 
 /// Serves one session until it is lost or shutdown begins; returns why it ended.
 async fn run_session(shared: &Arc<Shared>, session: &Arc<Session>, mut events: Events) -> String {
+    shared.connections.fetch_add(1, Ordering::Relaxed);
     shared.attach(session);
     if session.connection.status().blocked() {
         shared.status.set_down("the broker is blocking publishers (resource alarm)");
@@ -184,7 +185,14 @@ async fn run_session(shared: &Arc<Shared>, session: &Arc<Session>, mut events: E
             () = shared.shutdown.requested() => return "shutting down".into(),
             () = session.lost() => return session.lost_reason(),
             event = events.next() => match event {
-                Some(Event::Error(error)) => session.mark_lost(format!("connection error: {error}")),
+                // Lapin also reports here every channel the broker closes with an error (an
+                // operator's query for a missing queue, say): only a dead connection or publishing
+                // channel is this loop's business; consumers watch their own channels.
+                Some(Event::Error(error)) => {
+                    if let Some(problem) = session.health_problem() {
+                        session.mark_lost(format!("{problem}: {error}"));
+                    }
+                }
                 Some(Event::ConnectionBlocked(reason)) => {
                     warn!(event = "rabbitmq_blocked", reason = %reason, "RabbitMQ blocks publishers");
                     shared.status.set_down(format!("the broker is blocking publishers: {reason}"));

@@ -1,0 +1,201 @@
+{{/* Chart name, overridable. */}}
+{{- define "orderflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: the release name, suffixed with the chart name unless it already contains it. */}}
+{{- define "orderflow.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "orderflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "orderflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "orderflow.labels" -}}
+{{ include "orderflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: orderflow
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "orderflow.chart" . }}
+{{- end -}}
+
+{{/*
+The three services, keyed by component name (also the image, binary and container name),
+each with its values key. Iterated in this (sorted) order everywhere.
+*/}}
+{{- define "orderflow.components" -}}
+analytics-service: analyticsService
+notification-worker: notificationWorker
+order-service: orderService
+{{- end -}}
+
+{{/* Consumers that KEDA may scale on their queue depth. */}}
+{{- define "orderflow.queueConsumers" -}}
+analytics-service: analyticsService
+notification-worker: notificationWorker
+{{- end -}}
+
+{{/* Usage: include "orderflow.componentName" (dict "root" $ "component" "order-service") */}}
+{{- define "orderflow.componentName" -}}
+{{- printf "%s-%s" (include "orderflow.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "orderflow.componentSelectorLabels" -}}
+{{ include "orderflow.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "orderflow.componentLabels" -}}
+{{ include "orderflow.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Usage: include "orderflow.image" (dict "root" $ "svc" $svc) */}}
+{{- define "orderflow.image" -}}
+{{- $tag := .svc.image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- with .root.Values.global.imageRegistry -}}{{ trimSuffix "/" . }}/{{- end -}}
+{{- printf "%s:%s" .svc.image.repository $tag -}}
+{{- end -}}
+
+{{- define "orderflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "orderflow.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds the kubelet waits after starting termination before SIGKILL. */}}
+{{- define "orderflow.terminationGracePeriodSeconds" -}}
+{{- add .Values.preStopSleepSeconds .Values.shutdownGracePeriodSeconds 10 -}}
+{{- end -}}
+
+{{/* ---- Datastore endpoints: in-chart subchart or external ---- */}}
+
+{{- define "orderflow.mysql.host" -}}
+{{- if .Values.mysql.enabled -}}
+{{- default (printf "%s-mysql" .Release.Name) .Values.mysql.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- required "externalMysql.host is required when mysql.enabled=false" .Values.externalMysql.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.mysql.port" -}}
+{{- if .Values.mysql.enabled }}3306{{ else }}{{ .Values.externalMysql.port }}{{ end -}}
+{{- end -}}
+
+{{- define "orderflow.mysql.secretName" -}}
+{{- if .Values.mysql.enabled -}}
+{{- .Values.mysql.auth.existingSecret | default (include "orderflow.mysql.host" .) -}}
+{{- else -}}
+{{- required "externalMysql.existingSecret is required when mysql.enabled=false" .Values.externalMysql.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.rabbitmq.host" -}}
+{{- if .Values.rabbitmq.enabled -}}
+{{- default (printf "%s-rabbitmq" .Release.Name) .Values.rabbitmq.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- required "externalRabbitmq.host is required when rabbitmq.enabled=false" .Values.externalRabbitmq.host -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Host as seen from other namespaces (the KEDA operator runs in its own). */}}
+{{- define "orderflow.rabbitmq.clusterHost" -}}
+{{- if .Values.rabbitmq.enabled -}}
+{{- printf "%s.%s.svc" (include "orderflow.rabbitmq.host" .) .Release.Namespace -}}
+{{- else -}}
+{{- include "orderflow.rabbitmq.host" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.rabbitmq.port" -}}
+{{- if .Values.rabbitmq.enabled }}5672{{ else }}{{ .Values.externalRabbitmq.port }}{{ end -}}
+{{- end -}}
+
+{{- define "orderflow.rabbitmq.vhost" -}}
+{{- if .Values.rabbitmq.enabled }}{{ .Values.rabbitmq.vhost }}{{ else }}{{ .Values.externalRabbitmq.vhost }}{{ end -}}
+{{- end -}}
+
+{{- define "orderflow.rabbitmq.username" -}}
+{{- if .Values.rabbitmq.enabled -}}
+{{- .Values.rabbitmq.auth.username -}}
+{{- else -}}
+{{- required "externalRabbitmq.username is required when rabbitmq.enabled=false" .Values.externalRabbitmq.username -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.rabbitmq.secretName" -}}
+{{- if .Values.rabbitmq.enabled -}}
+{{- .Values.rabbitmq.auth.existingSecret | default (include "orderflow.rabbitmq.host" .) -}}
+{{- else -}}
+{{- required "externalRabbitmq.existingSecret is required when rabbitmq.enabled=false" .Values.externalRabbitmq.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.rabbitmq.passwordKey" -}}
+{{- if .Values.rabbitmq.enabled }}rabbitmq-password{{ else }}{{ .Values.externalRabbitmq.passwordKey }}{{ end -}}
+{{- end -}}
+
+{{- define "orderflow.redis.host" -}}
+{{- if .Values.redis.enabled -}}
+{{- default (printf "%s-redis" .Release.Name) .Values.redis.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- required "externalRedis.host is required when redis.enabled=false" .Values.externalRedis.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.redis.port" -}}
+{{- if .Values.redis.enabled }}6379{{ else }}{{ .Values.externalRedis.port }}{{ end -}}
+{{- end -}}
+
+{{/* Empty when the Redis has no password (external only). */}}
+{{- define "orderflow.redis.secretName" -}}
+{{- if .Values.redis.enabled -}}
+{{- .Values.redis.auth.existingSecret | default (include "orderflow.redis.host" .) -}}
+{{- else -}}
+{{- .Values.externalRedis.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.redis.passwordKey" -}}
+{{- if .Values.redis.enabled }}redis-password{{ else }}{{ .Values.externalRedis.passwordKey }}{{ end -}}
+{{- end -}}
+
+{{/* ---- Optional APIs ---- */}}
+
+{{- define "orderflow.hasKeda" -}}
+{{- if or (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") (.Capabilities.APIVersions.Has "keda.sh/v1alpha1") -}}true{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.hasPrometheusOperator" -}}
+{{- if or (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when KEDA scales this component: autoscaling and keda enabled, and the API exists.
+Usage: include "orderflow.usesKeda" (dict "root" $ "svc" $svc)
+*/}}
+{{- define "orderflow.usesKeda" -}}
+{{- if and .svc.autoscaling.enabled .svc.autoscaling.keda .svc.autoscaling.keda.enabled (include "orderflow.hasKeda" .root) -}}true{{- end -}}
+{{- end -}}
+
+{{/* PromQL matchers selecting this release's service metrics (label `service` = Service name). */}}
+{{- define "orderflow.promSelector" -}}
+namespace="{{ .Release.Namespace }}", service=~"{{ include "orderflow.fullname" . }}-(order-service|analytics-service|notification-worker)"
+{{- end -}}

@@ -1,0 +1,72 @@
+# Kubernetes packaging: local kind cluster, skaffold dev loop, cluster add-ons, offline chart
+# validation. Included by the main Makefile. See docs/kubernetes.md.
+#
+# The cluster targets need docker, kind, kubectl, helm (3.x or 4.x) and skaffold (>= 2.17) on
+# PATH. chart-test needs none of them: it installs its pinned tools into .tools/ and .venv/.
+
+K8S_CLUSTER   ?= orderflow
+K8S_CONTEXT   ?= kind-$(K8S_CLUSTER)
+K8S_NAMESPACE ?= orderflow
+K8S_RELEASE   ?= orderflow
+HELM          ?= helm
+KUBECTL       ?= kubectl
+SKAFFOLD      ?= skaffold
+
+# Add-on chart versions (make k8s-addons).
+KUBE_PROMETHEUS_STACK_VERSION ?= 88.5.3
+KEDA_VERSION                  ?= 2.17.2
+METRICS_SERVER_VERSION        ?= 3.12.2
+
+.PHONY: kind-up kind-down k8s-addons dev deploy port-forward k8s-tools chart-test chart-golden-update k8s-binary-check
+
+kind-up: ## Create the local kind cluster from kind-config.yaml (idempotent)
+	@command -v kind >/dev/null || { echo "kind not found: install it from https://kind.sigs.k8s.io"; exit 1; }
+	@if kind get clusters 2>/dev/null | grep -qx '$(K8S_CLUSTER)'; then \
+		echo "kind cluster $(K8S_CLUSTER) already exists"; \
+	else \
+		kind create cluster --config kind-config.yaml --name $(K8S_CLUSTER) --wait 120s; \
+	fi
+
+kind-down: ## Delete the local kind cluster
+	kind delete cluster --name $(K8S_CLUSTER)
+
+k8s-addons: ## Install monitoring (kube-prometheus-stack), KEDA and metrics-server into the cluster
+	$(HELM) repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update
+	$(HELM) repo add kedacore https://kedacore.github.io/charts --force-update
+	$(HELM) repo add metrics-server https://kubernetes-sigs.github.io/metrics-server/ --force-update
+	$(HELM) upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
+		--kube-context $(K8S_CONTEXT) --namespace monitoring --create-namespace \
+		--version $(KUBE_PROMETHEUS_STACK_VERSION) -f k8s/kube-prometheus-stack-values.yaml --wait --timeout 10m
+	$(HELM) upgrade --install keda kedacore/keda \
+		--kube-context $(K8S_CONTEXT) --namespace keda --create-namespace \
+		--version $(KEDA_VERSION) -f k8s/keda-values.yaml --wait --timeout 5m
+	$(HELM) upgrade --install metrics-server metrics-server/metrics-server \
+		--kube-context $(K8S_CONTEXT) --namespace kube-system \
+		--version $(METRICS_SERVER_VERSION) -f k8s/metrics-server-values.yaml --wait --timeout 5m
+
+dev: ## skaffold dev: build images, load them into kind, deploy the chart, forward ports, watch
+	$(SKAFFOLD) dev --kube-context $(K8S_CONTEXT) --port-forward
+
+deploy: ## Build the images and deploy the chart once (skaffold run)
+	$(SKAFFOLD) run --kube-context $(K8S_CONTEXT)
+
+port-forward: ## Forward order-service :8080, analytics :8081, RabbitMQ UI :15672, Grafana :3000 (Ctrl-C stops)
+	@trap 'kill 0' INT TERM EXIT; \
+	$(KUBECTL) --context $(K8S_CONTEXT) -n $(K8S_NAMESPACE) port-forward svc/$(K8S_RELEASE)-order-service 8080:8080 & \
+	$(KUBECTL) --context $(K8S_CONTEXT) -n $(K8S_NAMESPACE) port-forward svc/$(K8S_RELEASE)-analytics-service 8081:8081 & \
+	$(KUBECTL) --context $(K8S_CONTEXT) -n $(K8S_NAMESPACE) port-forward svc/$(K8S_RELEASE)-rabbitmq 15672:15672 & \
+	$(KUBECTL) --context $(K8S_CONTEXT) -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80 & \
+	wait
+
+k8s-tools: ## Install the pinned validation tools (helm, kubernetes-validate, checkov, ...) into .tools/ and .venv/
+	scripts/k8s/install-tools.sh
+
+chart-test: ## Offline validation of Dockerfile, chart, rendered manifests, skaffold and kind configs
+	scripts/k8s/chart-test.sh
+
+chart-golden-update: ## Re-render the chart's golden files (charts/orderflow/ci/golden) after a deliberate change
+	scripts/k8s/chart-test.sh --update-golden
+
+k8s-binary-check: ## Check release binaries run on distroless/cc-debian12 (after cargo build --release)
+	scripts/k8s/check-binary-deps.sh target/release/order-service target/release/analytics-service \
+		target/release/notification-worker target/release/orderflow

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Policy checks on rendered chart output: what the schemas cannot see.
+
+Usage: check_rendered.py CASE=FILE...   (CASE names an entry of EXPECTED below)
+
+Checks every pod (security context, no service links, no token, resources, secrets only by
+reference), the orderflow Deployments against the service contract (ports, probe paths,
+grace periods, replicas vs autoscalers), and the objects each case must (not) render.
+"""
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import yaml
+
+COMPONENTS = {  # component -> (port, database or None)
+    "order-service": (8080, "order_db"),
+    "analytics-service": (8081, "analytics_db"),
+    "notification-worker": (8082, None),
+}
+NONROOT_UID = 65532
+
+# Objects each case renders (kind -> count). Kinds not listed must be absent.
+EXPECTED = {
+    "default": {"Deployment": 4, "StatefulSet": 2, "Service": 6, "Secret": 3, "ConfigMap": 2,
+                "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 7, "Pod": 1},
+    "full": {"Deployment": 4, "StatefulSet": 2, "Service": 6, "Secret": 1, "ConfigMap": 3,
+             "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 7, "Pod": 1,
+             "HorizontalPodAutoscaler": 1, "ScaledObject": 2, "TriggerAuthentication": 1,
+             "ServiceMonitor": 4, "PrometheusRule": 1},
+    "external": {"Deployment": 3, "Service": 3, "Secret": 1, "ServiceAccount": 1,
+                 "PodDisruptionBudget": 3, "NetworkPolicy": 4, "Pod": 1, "HorizontalPodAutoscaler": 3},
+    "dev": {"Deployment": 4, "StatefulSet": 2, "Service": 6, "Secret": 4, "ConfigMap": 3,
+            "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 7, "Pod": 1,
+            "ScaledObject": 2, "TriggerAuthentication": 1, "ServiceMonitor": 4, "PrometheusRule": 1},
+}
+
+errors = []
+
+
+def fail(where, msg):
+    errors.append(f"{where}: {msg}")
+
+
+def pod_spec(doc):
+    if doc["kind"] == "Pod":
+        return doc["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def check_pod(where, spec):
+    if spec.get("automountServiceAccountToken") is not False:
+        fail(where, "automountServiceAccountToken must be false")
+    if spec.get("enableServiceLinks") is not False:
+        fail(where, "enableServiceLinks must be false")
+    psc = spec.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True:
+        fail(where, "pod securityContext.runAsNonRoot must be true")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        fail(where, "pod seccompProfile must be RuntimeDefault")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        cw = f"{where} container {c['name']}"
+        sc = c.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            fail(cw, "allowPrivilegeEscalation must be false")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            fail(cw, "readOnlyRootFilesystem must be true")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            fail(cw, "capabilities must drop ALL")
+        uid = sc.get("runAsUser", psc.get("runAsUser"))
+        if not isinstance(uid, int) or uid == 0:
+            fail(cw, f"needs a numeric non-root runAsUser, got {uid!r}")
+        res = c.get("resources", {})
+        for part in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                if r not in res.get(part, {}):
+                    fail(cw, f"resources.{part}.{r} missing")
+        if ":" not in c["image"].rsplit("/", 1)[-1]:
+            fail(cw, f"image {c['image']} has no tag")
+        for e in c.get("env", []):
+            if re.search(r"PASSWORD|SECRET|_PASS$", e["name"]) and "secretKeyRef" not in e.get("valueFrom", {}):
+                fail(cw, f"{e['name']} must come from a Secret (secretKeyRef)")
+
+
+def check_service_deployment(where, doc, component, autoscaled):
+    port, database = COMPONENTS[component]
+    spec = doc["spec"]
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    value = lambda name: env.get(name, {}).get("value")
+    if pod["securityContext"].get("runAsUser") != NONROOT_UID:
+        fail(where, f"runAsUser must be {NONROOT_UID} (distroless nonroot)")
+    if [p["containerPort"] for p in c["ports"]] != [port] or value("SERVICE_PORT") != str(port):
+        fail(where, f"must listen on {port} (containerPort and SERVICE_PORT)")
+    probes = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
+    for probe, path in probes.items():
+        get = c.get(probe, {}).get("httpGet", {})
+        if get.get("path") != path or get.get("port") != "http":
+            fail(where, f"{probe} must be httpGet {path} on port http")
+    grace = int(value("SHUTDOWN_GRACE_PERIOD_SECONDS") or 0)
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    if grace < 1 or pod.get("terminationGracePeriodSeconds", 30) <= grace + pre_stop:
+        fail(where, "terminationGracePeriodSeconds must exceed preStop sleep + SHUTDOWN_GRACE_PERIOD_SECONDS")
+    if autoscaled and "replicas" in spec:
+        fail(where, "replicas must be absent while an autoscaler owns the Deployment")
+    if not autoscaled and "replicas" not in spec:
+        fail(where, "replicas missing without an autoscaler")
+    if not pod.get("topologySpreadConstraints"):
+        fail(where, "topologySpreadConstraints missing")
+    for name in ("RABBITMQ_HOST", "RABBITMQ_USER", "RABBITMQ_PASSWORD", "REDIS_HOST"):
+        if name not in env:
+            fail(where, f"{name} missing")
+    if database:
+        if value("DB_NAME") != database or "DB_PASSWORD" not in env or not value("DB_HOST"):
+            fail(where, f"must get DB_HOST, DB_NAME={database} and DB_PASSWORD")
+    elif any(n.startswith("DB_") or n == "DATABASE_URL" for n in env):
+        fail(where, "has no database but gets DB_* settings")
+
+
+def check_mysql_init(where, script, databases):
+    """Runs the MySQL init script with the image's docker_process_sql stubbed out, using
+    passwords that need escaping, and checks the SQL it would execute."""
+    tricky = ["it's a \\ test", "plain-password"]
+    env = {"PATH": "/usr/bin:/bin"}
+    env.update({f"DB_USER_PASSWORD_{i}": tricky[i % 2] for i in range(len(databases))})
+    run = subprocess.run(
+        ["bash", "-c", 'set -euo pipefail; docker_process_sql() { echo "-- args: $*"; cat; }; source "$1"', "_", "/dev/stdin"],
+        input=script, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        fail(where, f"init script failed: {run.stderr.strip()}")
+        return
+    sql = run.stdout
+    if "-- args: --database=mysql" not in sql:
+        fail(where, "init script must run its SQL through docker_process_sql --database=mysql")
+    for i, db in enumerate(databases):
+        literal = "'" + tricky[i % 2].replace("\\", "\\\\").replace("'", "''") + "'"
+        for stmt in (f"CREATE DATABASE IF NOT EXISTS {db['name']} ",
+                     f"CREATE USER IF NOT EXISTS '{db['user']}'@'%' IDENTIFIED BY {literal};",
+                     f"GRANT ALL PRIVILEGES ON {db['name']}.* TO '{db['user']}'@'%';"):
+            if stmt not in sql:
+                fail(where, f"init SQL lacks: {stmt}")
+
+
+def check_case(case, path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    kinds = Counter(d["kind"] for d in docs)
+    if dict(kinds) != EXPECTED[case]:
+        fail(case, f"rendered kinds {dict(sorted(kinds.items()))} != expected {dict(sorted(EXPECTED[case].items()))}")
+    hpa_targets = [d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    keda_targets = [d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"]
+    for t in set(hpa_targets) & set(keda_targets):
+        fail(case, f"{t} has both an HPA and a ScaledObject")
+    selected = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    for d in docs:
+        where = f"{case}: {d['kind']}/{d['metadata']['name']}"
+        if d["kind"] in ("Deployment", "StatefulSet", "Pod"):
+            check_pod(where, pod_spec(d))
+        labels = d["metadata"].get("labels", {})
+        component = labels.get("app.kubernetes.io/component")
+        if d["kind"] == "Deployment" and component in COMPONENTS:
+            name = d["metadata"]["name"]
+            check_service_deployment(where, d, component, name in hpa_targets + keda_targets)
+            pod_labels = d["spec"]["template"]["metadata"]["labels"]
+            if not any(all(pod_labels.get(k) == v for k, v in sel.items()) for sel in selected):
+                fail(where, "no PodDisruptionBudget selects its pods")
+            if name not in services:
+                fail(where, "no Service of the same name")
+        if d["kind"] in ("ServiceMonitor", "PrometheusRule") and "release" not in labels:
+            fail(where, "missing the `release` label Prometheus selects by")
+        if d["kind"] == "StatefulSet" and labels.get("app.kubernetes.io/name") == "mysql":
+            (init,) = [c for c in docs if c["kind"] == "ConfigMap" and c["metadata"]["name"] == d["metadata"]["name"]]
+            envs = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            users = [e for e in envs if e["name"].startswith("DB_USER_PASSWORD_")]
+            keys = [e["valueFrom"]["secretKeyRef"]["key"] for e in users]
+            if keys != ["order-db-password", "analytics-db-password"]:
+                fail(where, f"database passwords from keys {keys}, expected order-db-password, analytics-db-password")
+            dbs = [{"name": "order_db", "user": "orderuser"}, {"name": "analytics_db", "user": "analyticsuser"}]
+            check_mysql_init(where, init["data"]["10-databases.sh"], dbs)
+        if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-keda-rabbitmq"):
+            host = d["stringData"]["host"].split("://", 1)[1].split(":", 1)[0]
+            if "." not in host:
+                fail(where, f"KEDA runs in another namespace: broker host {host!r} must be namespace-qualified")
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboards"):
+            if labels.get("grafana_dashboard") != "1":
+                fail(where, 'dashboards need the label grafana_dashboard: "1"')
+            for key, text in d["data"].items():
+                json.loads(text)
+
+
+def main():
+    for arg in sys.argv[1:]:
+        case, path = arg.split("=", 1)
+        check_case(case, path)
+    for e in errors:
+        print("FAIL", e)
+    print(f"rendered-output policy: {len(sys.argv) - 1} cases, {len(errors)} problems")
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
