@@ -6,6 +6,7 @@
 
 mod listener;
 mod proxy;
+mod publisher;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,7 @@ use sqlx::{Connection, Executor, MySqlConnection};
 
 pub use listener::{EventListener, ReceivedEvent};
 pub use proxy::FaultProxy;
+pub use publisher::TestPublisher;
 
 /// Prefix of every name a test creates on the shared servers.
 pub const TEST_PREFIX: &str = "oftest";

@@ -10,6 +10,7 @@
 //! other (lapin re-registering consumers the supervisor also restarts).
 
 mod admin;
+pub mod cli;
 mod consumer;
 pub mod headers;
 mod publisher;

@@ -1,0 +1,108 @@
+//! Consumes `OrderCreated`: a whole batch of deliveries is counted in one transaction.
+
+use async_trait::async_trait;
+use contracts::Event;
+use messaging::{Delivery, EventHandler, HandleError, Handled};
+
+use crate::{
+    domain::OrderFact,
+    service::{AnalyticsService, processed_event},
+    store::{Counted, StoreError},
+};
+
+pub struct OrderEventsHandler {
+    service: AnalyticsService,
+    queue: String,
+}
+
+impl OrderEventsHandler {
+    pub fn new(service: AnalyticsService, queue: String) -> Self {
+        OrderEventsHandler { service, queue }
+    }
+
+    fn span(&self, delivery: &Delivery) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            otel.kind = "consumer",
+            queue = %self.queue,
+            event_id = delivery.message_id.as_deref().unwrap_or(""),
+        );
+        platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
+        span
+    }
+}
+
+/// The new order a delivery announces, or why it can never be counted.
+fn parse(delivery: &Delivery) -> Result<Counted, HandleError> {
+    match Event::from_json(&delivery.payload) {
+        Ok(Event::OrderCreated(event)) => {
+            let fact = OrderFact::from(&event);
+            let processed_event = processed_event(&fact);
+            Ok(Counted { fact, processed_event })
+        }
+        Ok(other) => {
+            tracing::warn!(
+                event = "unexpected_event",
+                event_type = other.event_type(),
+                "parking an unexpected event"
+            );
+            Err(HandleError::Permanent(format!("unexpected {} on this queue", other.event_type())))
+        }
+        Err(error) => {
+            tracing::warn!(event = "invalid_event", error = %error, "parking an event that breaks the contract");
+            Err(HandleError::Permanent(error.to_string()))
+        }
+    }
+}
+
+#[async_trait]
+impl EventHandler for OrderEventsHandler {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
+        let mut outcomes: Vec<Result<Handled, HandleError>> =
+            vec![Err(HandleError::Transient("not handled".into())); batch.len()];
+        let mut counted = Vec::with_capacity(batch.len());
+        // Position in the batch and span of each delivery being counted.
+        let mut pending = Vec::with_capacity(batch.len());
+        for (position, delivery) in batch.iter().enumerate() {
+            let span = self.span(delivery);
+            match span.in_scope(|| parse(delivery)) {
+                Ok(c) => {
+                    counted.push(c);
+                    pending.push((position, span));
+                }
+                Err(error) => outcomes[position] = Err(error),
+            }
+        }
+        if counted.is_empty() {
+            return outcomes;
+        }
+
+        let order_ids: Vec<_> = counted.iter().map(|c| c.fact.order_id).collect();
+        match self.service.count(counted).await {
+            Ok(applied) => {
+                for (((position, span), new), order_id) in pending.into_iter().zip(applied.new).zip(order_ids)
+                {
+                    let _entered = span.enter();
+                    outcomes[position] = if new {
+                        tracing::info!(event = "order_counted", order_id = %order_id, "order counted");
+                        Ok(Handled::Processed)
+                    } else {
+                        tracing::info!(event = "duplicate_event", order_id = %order_id, "event already counted; skipped");
+                        Ok(Handled::Duplicate)
+                    };
+                }
+            }
+            Err(error) => {
+                tracing::warn!(event = "count_failed", error = %error, batch = pending.len(), "could not count a batch; it will be retried");
+                let reason = match error {
+                    StoreError::Unavailable(reason) => reason,
+                    StoreError::Database(e) => e.to_string(),
+                };
+                for (position, _) in pending {
+                    outcomes[position] = Err(HandleError::Transient(reason.clone()));
+                }
+            }
+        }
+        outcomes
+    }
+}

@@ -1,0 +1,113 @@
+//! The use cases of analytics-service, independent of HTTP and of the concrete backends.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use chrono::Utc;
+use contracts::{Envelope, OrderProcessed, event_type, routing_key};
+use messaging::{OutgoingMessage, outbox::OutboxWaker};
+use platform::cache::VersionedCache;
+use uuid::Uuid;
+
+use crate::{
+    domain::{OrderFact, Summary},
+    metrics::AnalyticsMetrics,
+    store::{AnalyticsStore, Applied, Counted, StoreError},
+};
+
+pub const PROCESSED_BY: &str = "analytics-service";
+const SUMMARY_KEY: &str = "analytics:summary";
+
+#[derive(Clone)]
+pub struct AnalyticsService {
+    store: Arc<dyn AnalyticsStore>,
+    cache: Arc<dyn VersionedCache>,
+    summary_ttl: Duration,
+    outbox: OutboxWaker,
+    metrics: AnalyticsMetrics,
+}
+
+impl AnalyticsService {
+    pub fn new(
+        store: Arc<dyn AnalyticsStore>,
+        cache: Arc<dyn VersionedCache>,
+        summary_ttl: Duration,
+        outbox: OutboxWaker,
+        metrics: AnalyticsMetrics,
+    ) -> Self {
+        AnalyticsService { store, cache, summary_ttl, outbox, metrics }
+    }
+
+    pub fn store(&self) -> &dyn AnalyticsStore {
+        self.store.as_ref()
+    }
+
+    /// Counts each order once, however often its event arrives; then refreshes the cached summary
+    /// so that readers see the new totals at once.
+    pub async fn count(&self, batch: Vec<Counted>) -> Result<Applied, StoreError> {
+        let applied = self.store.apply(&batch).await?;
+        if applied.new.iter().any(|&new| new) {
+            self.outbox.wake();
+            self.cache_summary(&applied.summary).await;
+        }
+        Ok(applied)
+    }
+
+    /// The summary's JSON body, from the cache when it has it.
+    pub async fn summary_json(&self) -> Result<Bytes, StoreError> {
+        match self.cache.get(SUMMARY_KEY).await {
+            Ok(Some(body)) => {
+                self.metrics.cache("hit");
+                return Ok(body);
+            }
+            Ok(None) => self.metrics.cache("miss"),
+            Err(error) => {
+                self.metrics.cache("error");
+                tracing::debug!(event = "cache_failed", error = %error, "summary cache unavailable; reading the database");
+            }
+        }
+        let summary = self.store.summary().await?;
+        Ok(self.cache_summary(&summary).await)
+    }
+
+    /// Caches `summary` unless a newer one is cached: the order count only grows, so it is the
+    /// version. Returns its JSON body.
+    async fn cache_summary(&self, summary: &Summary) -> Bytes {
+        let body = Bytes::from(serde_json::to_vec(summary).expect("a summary always serialises"));
+        if let Err(error) =
+            self.cache.put(SUMMARY_KEY, summary.total_orders, body.clone(), self.summary_ttl).await
+        {
+            self.metrics.cache("error");
+            tracing::warn!(event = "cache_failed", error = %error, "could not refresh the cached summary");
+        }
+        body
+    }
+
+    pub async fn ping_cache(&self) -> Result<(), String> {
+        self.cache.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The `OrderProcessed` event announcing that `fact` has been counted. Call it inside the
+/// delivery's span so that the event continues the order's trace.
+pub fn processed_event(fact: &OrderFact) -> OutgoingMessage {
+    let event_id = Uuid::now_v7();
+    let now = Utc::now();
+    let envelope = Envelope::order_processed(
+        event_id,
+        now,
+        OrderProcessed {
+            order_id: fact.order_id,
+            processed_by: PROCESSED_BY.to_owned(),
+            metrics_updated: true,
+        },
+    );
+    OutgoingMessage {
+        event_id,
+        event_type: event_type::ORDER_PROCESSED.to_owned(),
+        routing_key: routing_key::ORDER_PROCESSED.to_owned(),
+        payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
+        headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
+        timestamp: now,
+    }
+}

@@ -1,0 +1,84 @@
+//! analytics-service configuration (see `platform::config` for where values come from).
+
+use std::time::Duration;
+
+use messaging::{outbox::RelaySettings, rabbitmq::RabbitSettings};
+use platform::{
+    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, database::DatabaseSettings,
+    redis::RedisSettings,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub shutdown: ShutdownSettings,
+    pub telemetry: TelemetrySettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub rabbitmq: RabbitSettings,
+    pub outbox: RelaySettings,
+    pub analytics: AnalyticsSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsSettings {
+    /// Queue of `OrderCreated` events.
+    pub queue: String,
+    /// Longest time a cached summary can outlive a failed cache refresh.
+    pub summary_cache_ttl_seconds: u64,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        AnalyticsSettings { queue: "analytics.orders".into(), summary_cache_ttl_seconds: 10 }
+    }
+}
+
+impl AnalyticsSettings {
+    pub fn summary_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.summary_cache_ttl_seconds)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http: HttpSettings::with_port(8081),
+            shutdown: ShutdownSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            database: DatabaseSettings::named("analytics_db", "root"),
+            redis: RedisSettings::default(),
+            rabbitmq: RabbitSettings::default(),
+            outbox: RelaySettings::default(),
+            analytics: AnalyticsSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Settings, ConfigError> {
+        let settings: Settings = platform::config::load(&Settings::default(), &[])?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
+        self.database.connect_options()?;
+        self.rabbitmq.validate()?;
+        self.outbox.validate()?;
+        if self.analytics.queue.trim().is_empty() {
+            return Err(ConfigError::invalid("analytics.queue", "must not be empty"));
+        }
+        if self.analytics.summary_cache_ttl_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "analytics.summary_cache_ttl_seconds",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}

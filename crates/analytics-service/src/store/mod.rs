@@ -1,0 +1,83 @@
+//! Where the aggregates live.
+
+pub mod mysql;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use messaging::OutgoingMessage;
+
+use crate::domain::{Bucket, CustomerTotal, Interval, OrderFact, ProductTotal, Ranking, Summary};
+
+/// A new order to count, and the `OrderProcessed` event to emit once it is counted.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub fact: OrderFact,
+    pub processed_event: OutgoingMessage,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Per input, in order: true if counted now, false if it had been counted before.
+    pub new: Vec<bool>,
+    /// The summary as of the commit.
+    pub summary: Summary,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Unreachable, overloaded, deadlock, or another consumer counted one of these events at the
+    /// same moment: trying again later will work.
+    #[error("analytics database unavailable: {0}")]
+    Unavailable(String),
+    #[error("analytics database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_transient(&error) {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Database(error)
+        }
+    }
+}
+
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
+                    // shutting down, too many connections, lock wait timeout, deadlock,
+                    // read-only during failover, query interrupted
+                    matches!(e.number(), 1053 | 1040 | 1205 | 1213 | 1290 | 1317 | 1927)
+                })
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+pub trait AnalyticsStore: Send + Sync {
+    /// Counts the orders not counted before, records their event ids and their `OrderProcessed`
+    /// events, all in one transaction.
+    async fn apply(&self, batch: &[Counted]) -> Result<Applied, StoreError>;
+    async fn summary(&self) -> Result<Summary, StoreError>;
+    async fn top_products(&self, ranking: Ranking, limit: u32) -> Result<Vec<ProductTotal>, StoreError>;
+    async fn customer(&self, customer_id: &str) -> Result<Option<CustomerTotal>, StoreError>;
+    /// Buckets with at least one order in `[from, to)`, oldest first.
+    async fn series(
+        &self,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Bucket>, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}

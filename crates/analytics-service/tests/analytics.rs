@@ -1,0 +1,250 @@
+//! analytics-service against the real MariaDB, Redis and RabbitMQ.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{TestApp, eventually, order_created};
+use test_support::{FaultProxy, host_port};
+
+#[tokio::test]
+async fn counts_orders_exactly_and_serves_every_read_model() {
+    let mut app = TestApp::spawn().await;
+    let mut processed = app.listen("order.processed").await;
+    let empty = app.summary().await;
+    assert_eq!(
+        empty,
+        json!({"total_orders": 0, "total_revenue": 0, "average_order_value": 0, "total_quantity": 0, "last_updated": null})
+    );
+
+    let events = [
+        order_created("alice", "widget", 2, "10.10", "2026-01-09T10:15:00Z"),
+        order_created("alice", "gadget", 1, "0.20", "2026-01-09T10:45:00Z"),
+        order_created("bob", "widget", 5, "99.99", "2026-01-09T11:05:00Z"),
+        order_created("carol", "gizmo", 7, "0.01", "2026-01-10T08:00:00Z"),
+    ];
+    for event in &events {
+        app.publish_created(event).await;
+    }
+    let summary = app.wait_for_orders(4).await;
+    // 10.10 + 0.20 + 99.99 + 0.01 = 110.30, exactly (0.1 + 0.2 style float drift would show here).
+    assert_eq!(summary["total_revenue"].to_string(), "110.3");
+    assert_eq!(summary["average_order_value"].to_string(), "27.58");
+    assert_eq!(summary["total_quantity"], 15);
+    assert!(summary["last_updated"].is_string());
+
+    let top = app.get_json("/analytics/products/top?by=revenue&limit=2").await;
+    assert_eq!(top["by"], "revenue");
+    assert_eq!(
+        top["products"],
+        json!([
+            {"product_id": "widget", "orders": 2, "quantity": 7, "revenue": 110.09},
+            {"product_id": "gadget", "orders": 1, "quantity": 1, "revenue": 0.2},
+        ])
+    );
+    let by_quantity = app.get_json("/analytics/products/top?by=quantity").await;
+    let names: Vec<&str> = by_quantity["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["product_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["widget", "gizmo", "gadget"]);
+
+    let alice = app.get_json("/analytics/customers/alice").await;
+    assert_eq!(alice["total_orders"], 2);
+    assert_eq!(alice["total_quantity"], 3);
+    assert_eq!(alice["total_revenue"].to_string(), "10.3");
+    assert_eq!(alice["average_order_value"].to_string(), "5.15");
+    assert_eq!(alice["first_order_at"], "2026-01-09T10:15:00Z");
+    assert_eq!(alice["last_order_at"], "2026-01-09T10:45:00Z");
+    let nobody = app.get("/analytics/customers/nobody").await;
+    assert_eq!(nobody.status(), 404);
+    assert_eq!(nobody.json::<Value>().await.unwrap()["error"], "not_found");
+
+    let hours = app
+        .get_json("/analytics/timeseries?interval=hour&from=2026-01-09T00:00:00Z&to=2026-01-10T00:00:00Z")
+        .await;
+    assert_eq!(
+        hours["buckets"],
+        json!([
+            {"bucket_start": "2026-01-09T10:00:00Z", "orders": 2, "revenue": 10.3},
+            {"bucket_start": "2026-01-09T11:00:00Z", "orders": 1, "revenue": 99.99},
+        ])
+    );
+    let days = app
+        .get_json("/analytics/timeseries?interval=day&from=2026-01-01T00:00:00Z&to=2026-01-31T00:00:00Z")
+        .await;
+    assert_eq!(
+        days["buckets"],
+        json!([
+            {"bucket_start": "2026-01-09T00:00:00Z", "orders": 3, "revenue": 110.29},
+            {"bucket_start": "2026-01-10T00:00:00Z", "orders": 1, "revenue": 0.01},
+        ])
+    );
+    for bad in [
+        "/analytics/timeseries?interval=week",
+        "/analytics/timeseries?from=yesterday",
+        "/analytics/timeseries?interval=hour&from=2026-01-09T00:00:00Z&to=2026-01-08T00:00:00Z",
+        "/analytics/timeseries?interval=hour&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "/analytics/products/top?by=price",
+        "/analytics/products/top?limit=0",
+        "/analytics/summary?x=1",
+    ] {
+        let response = app.get(bad).await;
+        if bad.ends_with("x=1") {
+            assert_eq!(response.status(), 200, "the summary takes no parameters and ignores them");
+            continue;
+        }
+        assert_eq!(response.status(), 400, "{bad}");
+        assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_request");
+    }
+
+    // Each counted order is announced as OrderProcessed.
+    let announced = processed.collect(4, Duration::from_secs(10)).await;
+    assert_eq!(announced.len(), 4);
+    for event in &announced {
+        assert_eq!(event.body["event_type"], "OrderProcessed");
+        assert_eq!(event.body["data"]["processed_by"], "analytics-service");
+        assert_eq!(event.body["data"]["metrics_updated"], true);
+        assert_eq!(event.message_id.as_deref(), event.body["event_id"].as_str());
+    }
+    let mut order_ids: Vec<String> =
+        announced.iter().map(|e| e.body["data"]["order_id"].as_str().unwrap().to_owned()).collect();
+    let mut expected: Vec<String> =
+        events.iter().map(|e| e["data"]["order_id"].as_str().unwrap().to_owned()).collect();
+    order_ids.sort();
+    expected.sort();
+    assert_eq!(order_ids, expected);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_counted_once() {
+    let mut app = TestApp::spawn().await;
+    let mut processed = app.listen("order.processed").await;
+    let event = order_created("dave", "widget", 1, "5", "2026-01-09T10:00:00Z");
+    for _ in 0..3 {
+        app.publish_created(&event).await;
+    }
+    let other = order_created("dave", "widget", 1, "7", "2026-01-09T10:00:00Z");
+    app.publish_created(&other).await;
+    let summary = app.wait_for_orders(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.summary().await, summary, "the duplicates change nothing");
+    assert_eq!(summary["total_revenue"], 12);
+    assert_eq!(processed.collect(2, Duration::from_secs(10)).await.len(), 2);
+    assert!(processed.next(Duration::from_millis(500)).await.is_none(), "one OrderProcessed per order");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("outcome=\"duplicate\""), "{metrics}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_messages_are_parked_and_never_block_the_queue() {
+    let app = TestApp::spawn().await;
+    app.publish_raw(b"this is not json").await;
+    let mut unprocessable = order_created("erin", "widget", 1, "5", "2026-01-09T10:00:00Z");
+    unprocessable["data"]["quantity"] = json!(0);
+    app.publish_created(&unprocessable).await;
+    let mut shipped = order_created("erin", "widget", 1, "5", "2026-01-09T10:00:00Z");
+    shipped["event_type"] = json!("OrderShipped");
+    app.publish_created(&shipped).await;
+    app.publish_created(&order_created("erin", "widget", 1, "5", "2026-01-09T10:00:00Z")).await;
+
+    app.wait_for_orders(1).await;
+    let queue = app.settings.analytics.queue.clone();
+    let status = platform::Health::new(&mut Default::default()).add_status("rabbitmq", false);
+    let shutdown = platform::Shutdown::new();
+    let rabbit = messaging::rabbitmq::RabbitMq::new(
+        app.settings.rabbitmq.clone(),
+        status,
+        messaging::MessagingMetrics::unregistered(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let parked = eventually(Duration::from_secs(10), "three parked messages", || async {
+        let listed =
+            messaging::rabbitmq::cli::ParkedCommand::List { limit: 10 }.run(&rabbit, &queue).await.ok()?;
+        (listed["messages"].as_array()?.len() == 3).then_some(listed)
+    })
+    .await;
+    let reasons: Vec<String> = parked["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("not a valid event envelope")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("quantity")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("OrderShipped")), "{reasons:?}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("messages_dead_lettered_total"), "{metrics}");
+
+    // Replayed, they fail again and are parked again: nothing is lost, nothing counted.
+    let replayed =
+        messaging::rabbitmq::cli::ParkedCommand::Replay { limit: 10 }.run(&rabbit, &queue).await.unwrap();
+    assert_eq!(replayed["replayed"], 3);
+    eventually(Duration::from_secs(10), "parked again", || async {
+        let (_, parked) = rabbit.queue_depths(&queue).await.ok()?;
+        (parked == 3).then_some(())
+    })
+    .await;
+    assert_eq!(app.summary().await["total_orders"], 1);
+    shutdown.trigger();
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns() {
+    let database_proxy = FaultProxy::start(host_port(&test_support::mysql_admin_url(), 3306)).await.unwrap();
+    let port = database_proxy.port();
+    let app = TestApp::spawn_with(|s| {
+        let name = s.database.url.clone().unwrap().rsplit('/').next().unwrap().to_owned();
+        s.database.url = Some(format!("mysql://root@127.0.0.1:{port}/{name}"));
+        s.database.acquire_timeout_ms = 500;
+        s.rabbitmq.retry_delays_ms = vec![200, 400, 800, 1600, 3200];
+    })
+    .await;
+    app.publish_created(&order_created("frank", "widget", 1, "1.5", "2026-01-09T10:00:00Z")).await;
+    app.wait_for_orders(1).await;
+
+    database_proxy.cut();
+    for i in 0..5 {
+        app.publish_created(&order_created(
+            "frank",
+            "widget",
+            1,
+            &format!("{}", i + 1),
+            "2026-01-09T10:00:00Z",
+        ))
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    database_proxy.restore();
+
+    let summary = app.wait_for_orders(6).await;
+    assert_eq!(summary["total_revenue"].to_string(), "16.5");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("messages_retried_total"),
+        "the failures went through the retry queues: {metrics}"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_summary_is_never_stale_after_a_commit() {
+    let app = TestApp::spawn().await;
+    for round in 1..=5 {
+        app.publish_created(&order_created("gina", "widget", 1, "1", "2026-01-09T10:00:00Z")).await;
+        let summary = app.wait_for_orders(round).await;
+        assert_eq!(summary["total_revenue"], round);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"cache_requests_total{cache="summary",result="hit"}"#), "{metrics}");
+    app.cleanup().await;
+}
