@@ -15,22 +15,41 @@ use std::sync::Arc;
 use anyhow::Context;
 use contracts::routing_key;
 use messaging::{
-    MessagingMetrics, Subscription,
-    outbox::{Relay, mysql::MySqlOutbox},
+    EventBus, MessagingMetrics, Subscription,
+    outbox::{OutboxStore, Relay, mysql::MySqlOutbox},
     rabbitmq::RabbitMq,
 };
-use platform::{Health, Shutdown, cache::redis::RedisCache, http::with_middleware, metrics::HttpMetrics};
-use prometheus_client::registry::Registry;
+use platform::{
+    Health, Runtime, Shutdown,
+    cache::{VersionedCache, redis::RedisCache},
+    http::with_middleware,
+    metrics::HttpMetrics,
+};
 use tokio::net::TcpListener;
 
 use crate::{
-    consumer::OrderEventsHandler, metrics::AnalyticsMetrics, service::AnalyticsService, settings::Settings,
-    store::mysql::MySqlAnalyticsStore,
+    consumer::OrderEventsHandler,
+    metrics::AnalyticsMetrics,
+    service::AnalyticsService,
+    settings::Settings,
+    store::{AnalyticsStore, mysql::MySqlAnalyticsStore},
 };
 
 pub const SERVICE_NAME: &str = "analytics-service";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/analytics-service/mysql");
+
+/// The backends analytics-service runs on: MySQL, Redis and RabbitMQ in production; SQLite,
+/// memory and an in-process bus in the embedded mode.
+pub struct Backends {
+    pub store: Arc<dyn AnalyticsStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+    pub cache: Arc<dyn VersionedCache>,
+    pub bus: Arc<dyn EventBus>,
+    /// Readiness names of the store and the cache (`mysql`, `redis`).
+    pub store_name: &'static str,
+    pub cache_name: &'static str,
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -41,43 +60,55 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to MySQL (waiting for it, then migrating), Redis and RabbitMQ (both in the
-    /// background), starts consuming, and binds the HTTP listener.
+    /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
+    /// RabbitMQ (both in the background), starts consuming, and binds the HTTP listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let shutdown = Shutdown::new();
-        let mut registry = Registry::default();
-        let health = Health::new(&mut registry);
-        let http_metrics = HttpMetrics::register(&mut registry);
-        let messaging_metrics = MessagingMetrics::register(&mut registry);
-        let analytics_metrics = AnalyticsMetrics::register(&mut registry);
-
+        let mut runtime = Runtime::new();
+        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let pool = settings.database.pool()?;
-        platform::database::migrate(&settings.database, &pool, &MIGRATOR, &shutdown)
+        platform::database::migrate(&settings.database, &pool, &MIGRATOR, &runtime.shutdown)
             .await
             .context("database migrations failed")?;
-
         let rabbit = RabbitMq::new(
             settings.rabbitmq.clone(),
-            health.add_status("rabbitmq", false),
+            runtime.health.add_status("rabbitmq", false),
             messaging_metrics.clone(),
-            shutdown.clone(),
+            runtime.shutdown.clone(),
         )?;
-        let relay = Relay::new(
-            Arc::new(MySqlOutbox::new(pool.clone())),
-            Arc::new(rabbit.clone()),
-            settings.outbox.clone(),
-            messaging_metrics,
-        );
+        let backends = Backends {
+            store: Arc::new(MySqlAnalyticsStore::new(pool.clone())),
+            outbox: Arc::new(MySqlOutbox::new(pool)),
+            cache: Arc::new(RedisCache::new(&settings.redis)?),
+            bus: Arc::new(rabbit),
+            store_name: "mysql",
+            cache_name: "redis",
+        };
+        Self::assemble(settings, runtime, messaging_metrics, backends).await
+    }
+
+    /// The service on the given backends: outbox relay, `OrderCreated` consumer, HTTP listener.
+    pub async fn assemble(
+        settings: Settings,
+        runtime: Runtime,
+        messaging_metrics: MessagingMetrics,
+        backends: Backends,
+    ) -> anyhow::Result<Application> {
+        let Runtime { mut registry, health, shutdown } = runtime;
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let analytics_metrics = AnalyticsMetrics::register(&mut registry);
+        let relay =
+            Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
         let service = AnalyticsService::new(
-            Arc::new(MySqlAnalyticsStore::new(pool.clone())),
-            Arc::new(RedisCache::new(&settings.redis)?),
+            backends.store,
+            backends.cache,
             settings.analytics.summary_cache_ttl(),
             relay.waker(),
             analytics_metrics,
         );
         shutdown.spawn(relay.run(shutdown.clone()));
-        rabbit
-            .consume(Subscription {
+        backends
+            .bus
+            .subscribe(Subscription {
                 queue: settings.analytics.queue.clone(),
                 routing_keys: vec![routing_key::ORDER_CREATED.to_owned()],
                 handler: Arc::new(OrderEventsHandler::new(service.clone(), settings.analytics.queue.clone())),
@@ -86,12 +117,12 @@ impl Application {
             .context("cannot consume OrderCreated events")?;
 
         let probe_service = service.clone();
-        health.add_probe("mysql", true, move || {
+        health.add_probe(backends.store_name, true, move || {
             let service = probe_service.clone();
             async move { service.store().ping().await.map_err(|e| e.to_string()) }
         });
         let probe_service = service.clone();
-        health.add_probe("redis", false, move || {
+        health.add_probe(backends.cache_name, false, move || {
             let service = probe_service.clone();
             async move { service.ping_cache().await }
         });

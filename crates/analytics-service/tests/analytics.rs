@@ -204,7 +204,7 @@ async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns(
         let name = s.database.url.clone().unwrap().rsplit('/').next().unwrap().to_owned();
         s.database.url = Some(format!("mysql://root@127.0.0.1:{port}/{name}"));
         s.database.acquire_timeout_ms = 500;
-        s.rabbitmq.retry_delays_ms = vec![200, 400, 800, 1600, 3200];
+        s.rabbitmq.retry_delays_ms = vec![500, 1000, 2000, 4000, 8000];
     })
     .await;
     app.publish_created(&order_created("frank", "widget", 1, "1.5", "2026-01-09T10:00:00Z")).await;

@@ -119,3 +119,16 @@ pub struct ParkedMessage {
     /// The body, as text when it is UTF-8.
     pub payload: String,
 }
+
+/// Why a subscription could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot subscribe: {0}")]
+pub struct SubscribeError(pub String);
+
+/// A broker: publishes, and runs consumers.
+#[async_trait]
+pub trait EventBus: EventPublisher {
+    /// Starts consuming `subscription` now (or as soon as the broker is reachable) and keeps
+    /// consuming, across reconnections, until shutdown.
+    async fn subscribe(&self, subscription: Subscription) -> Result<(), SubscribeError>;
+}

@@ -6,7 +6,7 @@ pub mod outbox;
 pub mod rabbitmq;
 
 pub use bus::{
-    Delivery, EventHandler, EventPublisher, HandleError, Handled, OutgoingMessage, ParkedMessage,
-    PublishError, Subscription,
+    Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, OutgoingMessage, ParkedMessage,
+    PublishError, SubscribeError, Subscription,
 };
 pub use metrics::MessagingMetrics;

@@ -10,7 +10,7 @@ pub const MAX_ID_LENGTH: usize = 128;
 /// Largest accepted quantity.
 pub const MAX_QUANTITY: i64 = 1_000_000;
 /// Largest accepted `total_amount`: 100 million.
-pub const MAX_TOTAL: Money = Money::from_minor(100_000_000_00);
+pub const MAX_TOTAL: Money = Money::from_minor(10_000_000_000);
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
 

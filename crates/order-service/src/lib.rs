@@ -15,22 +15,41 @@ use std::sync::Arc;
 use anyhow::Context;
 use contracts::routing_key;
 use messaging::{
-    MessagingMetrics, Subscription,
-    outbox::{Relay, mysql::MySqlOutbox},
+    EventBus, MessagingMetrics, Subscription,
+    outbox::{OutboxStore, Relay, mysql::MySqlOutbox},
     rabbitmq::RabbitMq,
 };
-use platform::{Health, Shutdown, cache::redis::RedisCache, http::with_middleware, metrics::HttpMetrics};
-use prometheus_client::registry::Registry;
+use platform::{
+    Health, Runtime, Shutdown,
+    cache::{VersionedCache, redis::RedisCache},
+    http::with_middleware,
+    metrics::HttpMetrics,
+};
 use tokio::net::TcpListener;
 
 use crate::{
-    metrics::OrderMetrics, processed::OrderProcessedHandler,
-    service::OrderService, settings::Settings, store::mysql::MySqlOrderStore,
+    metrics::OrderMetrics,
+    processed::OrderProcessedHandler,
+    service::OrderService,
+    settings::Settings,
+    store::{OrderStore, mysql::MySqlOrderStore},
 };
 
 pub const SERVICE_NAME: &str = "order-service";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order-service/mysql");
+
+/// The backends order-service runs on: MySQL, Redis and RabbitMQ in production; SQLite, memory
+/// and an in-process bus in the embedded mode.
+pub struct Backends {
+    pub store: Arc<dyn OrderStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+    pub cache: Arc<dyn VersionedCache>,
+    pub bus: Arc<dyn EventBus>,
+    /// Readiness names of the store and the cache (`mysql`, `redis`).
+    pub store_name: &'static str,
+    pub cache_name: &'static str,
+}
 
 /// A built order-service, listening and ready to run.
 pub struct Application {
@@ -42,43 +61,59 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to MySQL (waiting for it, then migrating), Redis and RabbitMQ (both in the
-    /// background), and binds the HTTP listener.
+    /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
+    /// RabbitMQ (both in the background), and binds the HTTP listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let shutdown = Shutdown::new();
-        let mut registry = Registry::default();
-        let health = Health::new(&mut registry);
-        let http_metrics = HttpMetrics::register(&mut registry);
-        let messaging_metrics = MessagingMetrics::register(&mut registry);
-        let order_metrics = OrderMetrics::register(&mut registry);
-
+        let mut runtime = Runtime::new();
+        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let pool = settings.database.pool()?;
-        platform::database::migrate(&settings.database, &pool, &MIGRATOR, &shutdown)
+        platform::database::migrate(&settings.database, &pool, &MIGRATOR, &runtime.shutdown)
             .await
             .context("database migrations failed")?;
-
-        let store = Arc::new(MySqlOrderStore::new(
-            pool.clone(),
-            settings.orders.writers,
-            settings.orders.write_batch_size,
-        ));
-        let cache = Arc::new(RedisCache::new(&settings.redis)?);
         let rabbit = RabbitMq::new(
             settings.rabbitmq.clone(),
-            health.add_status("rabbitmq", false),
+            runtime.health.add_status("rabbitmq", false),
             messaging_metrics.clone(),
-            shutdown.clone(),
+            runtime.shutdown.clone(),
         )?;
-        let relay = Relay::new(
-            Arc::new(MySqlOutbox::new(pool.clone())),
-            Arc::new(rabbit.clone()),
-            settings.outbox.clone(),
-            messaging_metrics,
+        let backends = Backends {
+            store: Arc::new(MySqlOrderStore::new(
+                pool.clone(),
+                settings.orders.writers,
+                settings.orders.write_batch_size,
+            )),
+            outbox: Arc::new(MySqlOutbox::new(pool)),
+            cache: Arc::new(RedisCache::new(&settings.redis)?),
+            bus: Arc::new(rabbit),
+            store_name: "mysql",
+            cache_name: "redis",
+        };
+        Self::assemble(settings, runtime, messaging_metrics, backends).await
+    }
+
+    /// The service on the given backends: outbox relay, `OrderProcessed` consumer, HTTP listener.
+    pub async fn assemble(
+        settings: Settings,
+        runtime: Runtime,
+        messaging_metrics: MessagingMetrics,
+        backends: Backends,
+    ) -> anyhow::Result<Application> {
+        let Runtime { mut registry, health, shutdown } = runtime;
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let order_metrics = OrderMetrics::register(&mut registry);
+        let relay =
+            Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
+        let service = OrderService::new(
+            backends.store,
+            backends.cache,
+            settings.orders.cache_ttl(),
+            relay.waker(),
+            order_metrics,
         );
-        let service = OrderService::new(store, cache, settings.orders.cache_ttl(), relay.waker(), order_metrics);
         shutdown.spawn(relay.run(shutdown.clone()));
-        rabbit
-            .consume(Subscription {
+        backends
+            .bus
+            .subscribe(Subscription {
                 queue: settings.orders.processed_queue.clone(),
                 routing_keys: vec![routing_key::ORDER_PROCESSED.to_owned()],
                 handler: Arc::new(OrderProcessedHandler::new(service.clone())),
@@ -87,12 +122,12 @@ impl Application {
             .context("cannot consume OrderProcessed events")?;
 
         let probe_service = service.clone();
-        health.add_probe("mysql", true, move || {
+        health.add_probe(backends.store_name, true, move || {
             let service = probe_service.clone();
             async move { service.ping_store().await.map_err(|e| e.to_string()) }
         });
         let probe_service = service.clone();
-        health.add_probe("redis", false, move || {
+        health.add_probe(backends.cache_name, false, move || {
             let service = probe_service.clone();
             async move { service.ping_cache().await }
         });
@@ -105,7 +140,6 @@ impl Application {
             .with_context(|| format!("cannot listen on {}:{}", settings.http.host, settings.http.port))?;
         Ok(Application { listener, router, shutdown, health, settings })
     }
-
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }

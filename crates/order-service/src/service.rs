@@ -72,7 +72,9 @@ impl OrderService {
         }
         let Some(order) = self.store.get(id).await? else { return Ok(None) };
         let body = order_json(&order);
-        if let Err(error) = self.cache.put(&cache_key(id), order.version(), body.clone(), self.cache_ttl).await {
+        if let Err(error) =
+            self.cache.put(&cache_key(id), order.version(), body.clone(), self.cache_ttl).await
+        {
             self.metrics.cache("error");
             tracing::debug!(event = "cache_failed", error = %error, "could not cache the order");
         }
@@ -89,7 +91,9 @@ impl OrderService {
         {
             tracing::info!(event = "order_processed", order_id = %id, "order processed");
             // Replace the cached body with the new version, so readers see the new status at once.
-            if let Err(error) = self.cache.put(&cache_key(id), order.version(), order_json(&order), self.cache_ttl).await {
+            if let Err(error) =
+                self.cache.put(&cache_key(id), order.version(), order_json(&order), self.cache_ttl).await
+            {
                 self.metrics.cache("error");
                 tracing::warn!(event = "cache_failed", order_id = %id, error = %error, "could not refresh the cached order");
             }

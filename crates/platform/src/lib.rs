@@ -18,6 +18,27 @@ pub use http::{ApiError, JsonBody};
 pub use settings::{HttpSettings, ShutdownSettings, TelemetrySettings};
 pub use shutdown::Shutdown;
 
+/// What every service is assembled with: its metrics registry, its readiness, its shutdown.
+pub struct Runtime {
+    pub registry: prometheus_client::registry::Registry,
+    pub health: Health,
+    pub shutdown: Shutdown,
+}
+
+impl Runtime {
+    pub fn new() -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let health = Health::new(&mut registry);
+        Runtime { registry, health, shutdown: Shutdown::new() }
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Installs rustls' process-wide crypto provider (ring). Call once at start, before any TLS use.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -93,7 +93,8 @@ pub struct TelemetrySettings {
 impl Default for TelemetrySettings {
     fn default() -> Self {
         TelemetrySettings {
-            log_level: "info".into(),
+            // lapin reports connection trouble the supervisor already logs with context.
+            log_level: "info,lapin=off".into(),
             log_format: LogFormat::Json,
             otlp_endpoint: None,
             service_name: None,

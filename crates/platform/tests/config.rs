@@ -54,7 +54,7 @@ fn defaults_apply_without_any_environment() {
     assert_eq!(settings.database.name, "order_db");
     assert_eq!(settings.database.port, 3306);
     assert_eq!(settings.redis.port, 6379);
-    assert_eq!(settings.telemetry.log_level, "info");
+    assert_eq!(settings.telemetry.log_level, "info,lapin=off");
 }
 
 #[test]

@@ -70,7 +70,8 @@ async fn logs_are_json_lines_and_traces_are_exported() {
     tracing::warn!("no span here");
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect();
+    let lines: Vec<Value> =
+        text.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect();
     assert_eq!(lines.len(), 2, "{text}");
     let line = &lines[0];
     assert_eq!(line["level"], "info");

@@ -134,3 +134,22 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until `queue` exists and has a consumer: from then on, what is published to its bindings
+/// reaches it (a queue is bound before its consumer starts).
+pub async fn wait_for_consumer(queue: &str, timeout: Duration) {
+    use lapin::options::QueueDeclareOptions;
+    let connection = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    eventually(timeout, &format!("a consumer on {queue}"), || async {
+        // A failed passive declare closes the channel: use a fresh one each time.
+        let channel = connection.create_channel().await.ok()?;
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let declared = channel.queue_declare(queue.into(), options, Default::default()).await.ok()?;
+        let _ = channel.close(200, "checked".into()).await;
+        (declared.consumer_count() > 0).then_some(())
+    })
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -81,13 +81,8 @@ impl TestApp {
         app
     }
 
-    /// The consumer's queue exists once it has started.
     async fn wait_until_consuming(&self) {
-        eventually(Duration::from_secs(20), "the consumer to start", || async {
-            let ready: Value = self.get("/readyz").await.json().await.ok()?;
-            (ready["checks"]["rabbitmq"]["status"] == "up").then_some(())
-        })
-        .await;
+        test_support::wait_for_consumer(&self.settings.analytics.queue, Duration::from_secs(20)).await;
     }
 
     pub fn url(&self, path: &str) -> String {

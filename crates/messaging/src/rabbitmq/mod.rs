@@ -204,3 +204,10 @@ fn check_subscription(subscription: &Subscription, settings: &RabbitSettings) ->
     }
     Ok(())
 }
+
+#[async_trait::async_trait]
+impl crate::EventBus for RabbitMq {
+    async fn subscribe(&self, subscription: Subscription) -> Result<(), crate::SubscribeError> {
+        self.consume(subscription).await.map_err(|e| crate::SubscribeError(e.to_string()))
+    }
+}
