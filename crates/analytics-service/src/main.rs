@@ -1,11 +1,8 @@
 use std::process::ExitCode;
 
 use analytics_service::{Application, SERVICE_NAME, settings::Settings};
-use messaging::{
-    MessagingMetrics,
-    rabbitmq::{RabbitMq, cli::ParkedCommand},
-};
-use platform::{Health, Shutdown, telemetry::Telemetry};
+use messaging::rabbitmq::cli::ParkedCommand;
+use platform::telemetry::Telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -65,20 +62,7 @@ async fn run(settings: Settings) -> ExitCode {
 
 /// `analytics-service parked list|replay`: inspect or replay the dead-letter queue.
 async fn parked(command: ParkedCommand, settings: Settings) -> ExitCode {
-    let shutdown = Shutdown::new();
-    let status = Health::new(&mut Default::default()).add_status("rabbitmq", true);
-    let rabbit =
-        match RabbitMq::new(settings.rabbitmq, status, MessagingMetrics::unregistered(), shutdown.clone()) {
-            Ok(rabbit) => rabbit,
-            Err(error) => {
-                eprintln!("{SERVICE_NAME}: {error}");
-                return ExitCode::from(64);
-            }
-        };
-    let result = command.run(&rabbit, &settings.analytics.queue).await;
-    shutdown.trigger();
-    shutdown.wait_for_tasks(std::time::Duration::from_secs(5)).await;
-    match result {
+    match command.execute(settings.rabbitmq, &settings.analytics.queue).await {
         Ok(answer) => {
             println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
             ExitCode::SUCCESS

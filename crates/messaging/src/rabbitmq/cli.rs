@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::{RabbitError, RabbitMq};
+use platform::{Health, Shutdown};
+
+use super::{RabbitError, RabbitMq, RabbitSettings};
+use crate::MessagingMetrics;
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -39,6 +42,19 @@ impl ParkedCommand {
             "replay" => Ok(Some(ParkedCommand::Replay { limit })),
             _ => Err(USAGE.to_owned()),
         }
+    }
+
+    /// Runs the command on a connection of its own, closed afterwards: what the service binaries
+    /// do for `<binary> parked …`.
+    pub async fn execute(self, settings: RabbitSettings, queue: &str) -> Result<Value, String> {
+        let shutdown = Shutdown::new();
+        let status = Health::new(&mut Default::default()).add_status("rabbitmq", true);
+        let rabbit = RabbitMq::new(settings, status, MessagingMetrics::unregistered(), shutdown.clone())
+            .map_err(|e| e.to_string())?;
+        let result = self.run(&rabbit, queue).await.map_err(|e| e.to_string());
+        shutdown.trigger();
+        shutdown.wait_for_tasks(std::time::Duration::from_secs(5)).await;
+        result
     }
 
     /// Runs the command against `queue`'s dead-letter queue; the answer is JSON for the terminal.

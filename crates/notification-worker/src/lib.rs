@@ -1,0 +1,141 @@
+//! notification-worker: sends a notification for every `OrderCreated` and `OrderProcessed`
+//! event, through pluggable channels (`log`, `webhook`), once per channel and event
+//! (deduplicated in Redis by `event_id`; see [`dedupe`]). It has no API: its HTTP port serves
+//! `/livez`, `/readyz` and `/metrics`.
+
+pub mod channel;
+pub mod dedupe;
+pub mod handler;
+pub mod metrics;
+pub mod settings;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use contracts::routing_key;
+use messaging::{EventBus, MessagingMetrics, Subscription, rabbitmq::RabbitMq};
+use platform::{Health, Runtime, Shutdown, http::with_middleware, metrics::HttpMetrics};
+use tokio::net::TcpListener;
+
+use crate::{
+    dedupe::{Dedupe, RedisDedupe},
+    handler::NotificationHandler,
+    metrics::NotificationMetrics,
+    settings::Settings,
+};
+
+pub const SERVICE_NAME: &str = "notification-worker";
+
+/// The backends the worker runs on: Redis and RabbitMQ in production; memory and an in-process
+/// bus in the embedded mode.
+pub struct Backends {
+    pub dedupe: Arc<dyn Dedupe>,
+    pub bus: Arc<dyn EventBus>,
+    /// Readiness name of the deduplication store (`redis`).
+    pub dedupe_name: &'static str,
+}
+
+/// A built notification-worker, consuming and listening.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: Shutdown,
+    health: Health,
+    settings: Settings,
+}
+
+impl Application {
+    /// The production worker: connects to Redis and RabbitMQ (in the background: neither need be
+    /// up yet, readiness says when they are), starts consuming, and binds the HTTP listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Before connecting anywhere.
+        settings.validate()?;
+        let mut runtime = Runtime::new();
+        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
+        let rabbit = RabbitMq::new(
+            settings.rabbitmq.clone(),
+            // Without the broker there is nothing to do.
+            runtime.health.add_status("rabbitmq", true),
+            messaging_metrics,
+            runtime.shutdown.clone(),
+        )?;
+        let notifications = &settings.notifications;
+        let backends = Backends {
+            dedupe: Arc::new(RedisDedupe::new(
+                settings.redis.pool()?,
+                &settings.redis.key_prefix,
+                notifications.claim_ttl(),
+                notifications.sent_ttl(),
+                settings.redis.timeout(),
+            )),
+            bus: Arc::new(rabbit),
+            dedupe_name: "redis",
+        };
+        Self::assemble(settings, runtime, backends).await
+    }
+
+    /// The worker on the given backends: the channels `settings` turn on, the consumer, the HTTP
+    /// listener.
+    pub async fn assemble(
+        settings: Settings,
+        runtime: Runtime,
+        backends: Backends,
+    ) -> anyhow::Result<Application> {
+        settings.validate()?;
+        let Runtime { mut registry, health, shutdown } = runtime;
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let notification_metrics = NotificationMetrics::register(&mut registry);
+        let notifications = &settings.notifications;
+        let handler = NotificationHandler::new(
+            channel::from_settings(notifications)?,
+            backends.dedupe.clone(),
+            notification_metrics,
+            &notifications.queue,
+            notifications.concurrency,
+        );
+        backends
+            .bus
+            .subscribe(Subscription {
+                queue: notifications.queue.clone(),
+                routing_keys: vec![
+                    routing_key::ORDER_CREATED.to_owned(),
+                    routing_key::ORDER_PROCESSED.to_owned(),
+                ],
+                handler: Arc::new(handler),
+            })
+            .await
+            .context("cannot consume order events")?;
+        // Without the store nothing can be deduplicated, so nothing is sent.
+        let dedupe = backends.dedupe;
+        health.add_probe(backends.dedupe_name, true, move || {
+            let dedupe = dedupe.clone();
+            async move { dedupe.ping().await.map_err(|e| e.to_string()) }
+        });
+
+        let router = platform::http::ops_router(health.clone(), Arc::new(registry));
+        let router = with_middleware(router, &settings.http, http_metrics);
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", settings.http.host, settings.http.port))?;
+        Ok(Application { listener, router, shutdown, health, settings })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Triggering it stops the worker gracefully.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until shutdown is triggered; then the consumer finishes the batch in hand, within
+    /// the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        platform::http::serve(self.listener, self.router, self.shutdown, &self.settings.shutdown).await
+    }
+}

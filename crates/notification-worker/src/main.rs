@@ -1,0 +1,78 @@
+//! `notification-worker`                          run the worker
+//! `notification-worker parked list [--limit N]`   show parked messages (JSON)
+//! `notification-worker parked replay [--limit N]` move parked messages back to the queue
+
+use std::process::ExitCode;
+
+use messaging::rabbitmq::cli::ParkedCommand;
+use notification_worker::{Application, SERVICE_NAME, settings::Settings};
+use platform::telemetry::Telemetry;
+
+/// Bad configuration or command line.
+const EXIT_CONFIG: u8 = 64;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    platform::install_crypto_provider();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match ParkedCommand::parse(&args) {
+        Ok(command) => command,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => return fail(&error.to_string(), EXIT_CONFIG),
+    };
+    if let Some(command) = command {
+        return parked(command, settings).await;
+    }
+    let telemetry = match Telemetry::init(SERVICE_NAME, &settings.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return fail(&error.to_string(), EXIT_CONFIG),
+    };
+    let code = run(settings).await;
+    telemetry.shutdown(std::time::Duration::from_secs(5));
+    code
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("{SERVICE_NAME}: {message}");
+    ExitCode::from(code)
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let drain_delay = settings.shutdown.drain_delay();
+    let application = match Application::build(settings).await {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(event = "startup_failed", error = format!("{error:#}"), "could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    platform::shutdown::trigger_on_signal(application.health(), application.shutdown(), drain_delay);
+    tracing::info!(event = "listening", port = application.port(), "{SERVICE_NAME} listening");
+    match application.run_until_stopped().await {
+        Ok(()) => {
+            tracing::info!(event = "stopped", "{SERVICE_NAME} stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(event = "server_failed", error = %error, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `parked list|replay` on the worker's queue: JSON on stdout, and no logs.
+async fn parked(command: ParkedCommand, settings: Settings) -> ExitCode {
+    match command.execute(settings.rabbitmq, &settings.notifications.queue).await {
+        Ok(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error, 1),
+    }
+}
