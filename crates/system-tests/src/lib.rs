@@ -1,0 +1,344 @@
+//! Runs orderflow as it runs in production: the three service binaries as separate processes,
+//! against the real MariaDB, Redis and RabbitMQ, isolated per test (own databases, exchange, queue
+//! names and Redis prefix), with a webhook receiver standing in for a notification endpoint.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use hmac::{Hmac, Mac};
+use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
+use serde_json::Value;
+use sha2::Sha256;
+use test_support::{TestDatabase, eventually, unique_name};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+pub const WEBHOOK_SECRET: &str = "system-test-secret";
+/// Short retries, so that a test's outage outlasts none of them by accident.
+const RETRY_DELAYS_MS: [u64; 4] = [200, 500, 1000, 2000];
+pub const SERVICES: [&str; 3] = ["order-service", "analytics-service", "notification-worker"];
+
+/// A service binary built by `cargo build --workspace --bins` (next to the test executable).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// One running service process and everything it printed.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub port: u16,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `name` with `env` (and nothing inherited that could change its configuration),
+    /// waiting until it listens.
+    pub async fn start(name: &'static str, env: &BTreeMap<String, String>) -> ServiceProcess {
+        let mut command = Command::new(binary(name));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if std::env::var_os("TEST_LOG").is_some() {
+                        eprintln!("{line}");
+                    }
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut process = ServiceProcess { name, port: 0, child, lines };
+        process.port = eventually(Duration::from_secs(60), &format!("{name} to listen"), || async {
+            process
+                .logs()
+                .iter()
+                .find(|l| l["event"] == "listening")
+                .and_then(|l| l["port"].as_u64())
+                .map(|p| p as u16)
+        })
+        .await;
+        process
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The JSON log lines printed so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// SIGKILL: no shutdown hook runs, exactly like a crashed pod.
+    pub async fn kill_hard(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then waits for the process to exit; its exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running process").to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("process stops within its grace period")
+            .expect("exit status")
+    }
+}
+
+/// A notification endpoint: records every webhook call, answers 200.
+#[derive(Clone, Default)]
+pub struct WebhookReceiver {
+    calls: Arc<Mutex<Vec<WebhookCall>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookCall {
+    pub event_id: String,
+    pub event_type: String,
+    pub body: Value,
+    pub signature_valid: bool,
+}
+
+impl WebhookReceiver {
+    /// Starts listening; returns the receiver and its URL.
+    pub async fn start() -> (WebhookReceiver, String) {
+        let receiver = WebhookReceiver::default();
+        let app = Router::new().route("/hook", post(record)).with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind webhook receiver");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    pub fn calls(&self) -> Vec<WebhookCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+async fn record(State(receiver): State<WebhookReceiver>, headers: HeaderMap, body: Bytes) -> &'static str {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
+    mac.update(&body);
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    receiver.calls.lock().unwrap().push(WebhookCall {
+        event_id: header("x-orderflow-event-id"),
+        event_type: header("x-orderflow-event-type"),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        signature_valid: header("x-orderflow-signature") == format!("sha256={expected}"),
+    });
+    "ok"
+}
+
+/// The three services running against isolated namespaces on the shared servers.
+pub struct System {
+    pub name: String,
+    pub env: BTreeMap<String, String>,
+    pub order: ServiceProcess,
+    /// `None` while a test has it stopped.
+    analytics: Option<ServiceProcess>,
+    pub notifications: ServiceProcess,
+    pub webhook: WebhookReceiver,
+    pub client: reqwest::Client,
+    order_db: TestDatabase,
+    analytics_db: TestDatabase,
+}
+
+impl System {
+    /// Starts the three services; `amqp_url` lets a test route them through a fault proxy.
+    pub async fn start(amqp_url: Option<String>) -> System {
+        let name = unique_name();
+        let order_db = TestDatabase::create().await.expect("order database");
+        let analytics_db = TestDatabase::create().await.expect("analytics database");
+        let (webhook, webhook_url) = WebhookReceiver::start().await;
+        let env: BTreeMap<String, String> = [
+            ("SERVICE_PORT", "0".to_owned()),
+            ("ORDERFLOW_HTTP__HOST", "127.0.0.1".to_owned()),
+            ("LOG_LEVEL", "info,lapin=off,sqlx=warn".to_owned()),
+            ("SHUTDOWN_GRACE_PERIOD_SECONDS", "10".to_owned()),
+            ("REDIS_URL", test_support::redis_url()),
+            ("ORDERFLOW_REDIS__KEY_PREFIX", format!("{name}:")),
+            ("RABBITMQ_URL", amqp_url.unwrap_or_else(test_support::amqp_url)),
+            ("ORDERFLOW_RABBITMQ__EXCHANGE", format!("{name}.orders")),
+            ("ORDERFLOW_RABBITMQ__RETRY_DELAYS_MS", RETRY_DELAYS_MS.map(|d| d.to_string()).join(",")),
+            ("ORDERFLOW_RABBITMQ__RECONNECT_MAX_BACKOFF_MS", "1000".to_owned()),
+            ("ORDERFLOW_OUTBOX__POLL_INTERVAL_MS", "200".to_owned()),
+            ("ORDERFLOW_OUTBOX__RETRY_BASE_MS", "200".to_owned()),
+            ("ORDERFLOW_OUTBOX__RETRY_MAX_MS", "1000".to_owned()),
+            ("ORDERFLOW_ORDERS__PROCESSED_QUEUE", format!("{name}.orders.processed")),
+            ("ORDERFLOW_ANALYTICS__QUEUE", format!("{name}.analytics.orders")),
+            ("ORDERFLOW_NOTIFICATIONS__QUEUE", format!("{name}.notifications.orders")),
+            ("NOTIFY_CHANNELS", "log,webhook".to_owned()),
+            ("WEBHOOK_URL", webhook_url),
+            ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+
+        let order = ServiceProcess::start("order-service", &with_database(&env, &order_db)).await;
+        let analytics = ServiceProcess::start("analytics-service", &with_database(&env, &analytics_db)).await;
+        let notifications = ServiceProcess::start("notification-worker", &env).await;
+        let system = System {
+            name,
+            env,
+            order,
+            analytics: Some(analytics),
+            notifications,
+            webhook,
+            client: reqwest::Client::new(),
+            order_db,
+            analytics_db,
+        };
+        for queue in ["orders.processed", "analytics.orders", "notifications.orders"] {
+            test_support::wait_for_consumer(&system.queue(queue), Duration::from_secs(30)).await;
+        }
+        system
+    }
+
+    pub fn analytics(&self) -> &ServiceProcess {
+        self.analytics.as_ref().expect("analytics-service is running")
+    }
+
+    /// Kills analytics-service with SIGKILL, as a crash would.
+    pub async fn crash_analytics(&mut self) {
+        if let Some(process) = self.analytics.take() {
+            process.kill_hard().await;
+        }
+    }
+
+    /// Starts analytics-service again on the same database.
+    pub async fn start_analytics(&mut self) {
+        self.analytics = Some(ServiceProcess::start("analytics-service", &self.analytics_env()).await);
+    }
+
+    /// The isolated name of one of the system's queues.
+    pub fn queue(&self, queue: &str) -> String {
+        format!("{}.{queue}", self.name)
+    }
+
+    pub fn analytics_env(&self) -> BTreeMap<String, String> {
+        with_database(&self.env, &self.analytics_db)
+    }
+
+    pub fn order_db_url(&self) -> String {
+        self.order_db.url()
+    }
+
+    pub fn analytics_db_url(&self) -> String {
+        self.analytics_db.url()
+    }
+
+    /// POSTs an order; its JSON answer and status.
+    pub async fn post_order(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.client.post(self.order.url("/orders")).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST /orders");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, url: String) -> Value {
+        self.client.get(url).send().await.expect("GET").json().await.expect("JSON")
+    }
+
+    pub async fn summary(&self) -> Value {
+        self.get(self.analytics().url("/analytics/summary")).await
+    }
+
+    /// Waits until the summary counts `orders` orders.
+    pub async fn wait_for_summary(&self, orders: u64, timeout: Duration) -> Value {
+        eventually(timeout, &format!("{orders} orders in the summary"), || async {
+            let summary = self.summary().await;
+            (summary["total_orders"] == orders).then_some(summary)
+        })
+        .await
+    }
+
+    /// Stops every process and removes everything the test created.
+    pub async fn cleanup(self) {
+        for process in [Some(self.order), self.analytics, Some(self.notifications)].into_iter().flatten() {
+            process.kill_hard().await;
+        }
+        let rabbit = RabbitSettings {
+            exchange: self.env["ORDERFLOW_RABBITMQ__EXCHANGE"].clone(),
+            retry_delays_ms: RETRY_DELAYS_MS.to_vec(),
+            ..RabbitSettings::default()
+        };
+        let queues: Vec<String> = ["orders.processed", "analytics.orders", "notifications.orders"]
+            .iter()
+            .flat_map(|q| QueueNames::new(&format!("{}.{q}", self.name), &rabbit).all())
+            .collect();
+        let _ = test_support::delete_amqp(&queues, &ExchangeNames::new(&rabbit).all()).await;
+        let _ = test_support::delete_redis_prefix(&format!("{}:", self.name)).await;
+        let _ = self.order_db.drop().await;
+        let _ = self.analytics_db.drop().await;
+    }
+}
+
+fn with_database(env: &BTreeMap<String, String>, database: &TestDatabase) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    env.insert("DATABASE_URL".into(), database.url());
+    env
+}
+
+/// An order body with an exact amount.
+pub fn order(customer: &str, product: &str, quantity: u32, amount: &str) -> Value {
+    serde_json::from_str(&format!(
+        r#"{{"customer_id": "{customer}", "product_id": "{product}", "quantity": {quantity}, "total_amount": {amount}}}"#
+    ))
+    .expect("order JSON")
+}
+
+/// Adds decimal amounts given as text, exactly (in cents).
+pub fn sum_cents(amounts: &[String]) -> i64 {
+    amounts
+        .iter()
+        .map(|a| {
+            let (units, cents) = a.split_once('.').unwrap_or((a, "0"));
+            let cents = format!("{cents:0<2}");
+            units.parse::<i64>().unwrap() * 100 + cents[..2].parse::<i64>().unwrap()
+        })
+        .sum()
+}
+
+/// Cents as the shortest decimal, the way the API writes amounts.
+pub fn cents_text(cents: i64) -> String {
+    let (units, rest) = (cents / 100, cents % 100);
+    match rest {
+        0 => units.to_string(),
+        r if r % 10 == 0 => format!("{units}.{}", r / 10),
+        r => format!("{units}.{r:02}"),
+    }
+}

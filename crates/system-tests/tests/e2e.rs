@@ -1,0 +1,208 @@
+//! The whole system, as separate processes, against the real servers.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::{Value, json};
+use system_tests::{System, cents_text, order, sum_cents};
+use test_support::{FaultProxy, TestPublisher, eventually, host_port};
+
+const QUIET: Duration = Duration::from_secs(60);
+
+/// Waits until every order reads back as `processed`.
+async fn wait_all_processed(system: &System, ids: &[String]) {
+    for id in ids {
+        eventually(QUIET, &format!("order {id} processed"), || async {
+            let order = system.get(system.order.url(&format!("/orders/{id}"))).await;
+            (order["status"] == "processed").then_some(())
+        })
+        .await;
+    }
+}
+
+/// Waits until the webhook has seen `count` notifications; fails on duplicates.
+async fn wait_notifications(system: &System, count: usize) -> Vec<system_tests::WebhookCall> {
+    eventually(QUIET, &format!("{count} notifications"), || async {
+        (system.webhook.calls().len() >= count).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = system.webhook.calls();
+    let mut per_event: HashMap<&str, usize> = HashMap::new();
+    for call in &calls {
+        *per_event.entry(call.event_id.as_str()).or_default() += 1;
+    }
+    assert!(per_event.values().all(|&n| n == 1), "one notification per event: {per_event:?}");
+    assert_eq!(calls.len(), count);
+    calls
+}
+
+#[tokio::test]
+async fn orders_flow_through_every_service_exactly_once() {
+    let system = System::start(None).await;
+    let amounts: Vec<String> = (0..40).map(|i| format!("{}.{:02}", i * 7 % 50 + 1, (i * 13) % 100)).collect();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    let posts = amounts.iter().enumerate().map(|(i, amount)| {
+        let body =
+            order(&format!("customer-{}", i % 5), &format!("product-{}", i % 3), (i % 4 + 1) as u32, amount);
+        let system = &system;
+        async move {
+            let headers: Vec<(&str, &str)> = if i == 0 { vec![("traceparent", traceparent)] } else { vec![] };
+            system.post_order(&body, &headers).await
+        }
+    });
+    let mut ids = Vec::new();
+    for (status, created) in futures::future::join_all(posts).await {
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+
+    let summary = system.wait_for_summary(40, QUIET).await;
+    let expected = sum_cents(&amounts);
+    assert_eq!(summary["total_revenue"].to_string(), cents_text(expected), "revenue is exact");
+    wait_all_processed(&system, &ids).await;
+    let calls = wait_notifications(&system, 80).await;
+    assert!(calls.iter().all(|c| c.signature_valid), "every webhook is signed");
+    assert_eq!(calls.iter().filter(|c| c.event_type == "OrderCreated").count(), 40);
+    assert_eq!(calls.iter().filter(|c| c.event_type == "OrderProcessed").count(), 40);
+
+    // One trace from the HTTP request through every service.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let order_id = ids[0].as_str();
+    for (process, event) in [
+        (&system.order, "order_created"),
+        (system.analytics(), "order_counted"),
+        (&system.notifications, "notification_sent"),
+    ] {
+        let lines = process.logs();
+        let line = lines
+            .iter()
+            .find(|l| l["event"] == event && l["order_id"] == order_id)
+            .unwrap_or_else(|| panic!("{} logged no {event} for {order_id}", process.name));
+        assert_eq!(line["trace_id"], trace_id, "{}: {line}", process.name);
+        assert_eq!(line["service"], process.name);
+    }
+    system.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_same_event_injected_twice_is_counted_and_notified_once() {
+    let system = System::start(None).await;
+    let publisher = TestPublisher::connect(&system.env["ORDERFLOW_RABBITMQ__EXCHANGE"]).await.unwrap();
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let event = json!({
+        "event_type": "OrderCreated", "event_id": event_id, "timestamp": "2026-01-09T12:00:00Z",
+        "data": {"order_id": uuid::Uuid::now_v7().to_string(), "customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": 12.34}
+    });
+    for _ in 0..2 {
+        publisher.publish("order.created", Some(&event_id), event.to_string().as_bytes()).await.unwrap();
+    }
+    let summary = system.wait_for_summary(1, QUIET).await;
+    assert_eq!(summary["total_revenue"].to_string(), "12.34");
+    // OrderCreated once, and the OrderProcessed it caused once.
+    let calls = wait_notifications(&system, 2).await;
+    assert_eq!(calls.iter().filter(|c| c.event_id == event_id).count(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(system.summary().await["total_orders"], 1);
+    system.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_messages_are_parked_and_later_orders_still_flow() {
+    let system = System::start(None).await;
+    let publisher = TestPublisher::connect(&system.env["ORDERFLOW_RABBITMQ__EXCHANGE"]).await.unwrap();
+    publisher.publish("order.created", None, b"{malformed").await.unwrap();
+    let unprocessable = json!({
+        "event_type": "OrderCreated", "event_id": uuid::Uuid::now_v7().to_string(), "timestamp": "2026-01-09T12:00:00Z",
+        "data": {"order_id": uuid::Uuid::now_v7().to_string(), "customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": -5}
+    });
+    publisher.publish("order.created", None, unprocessable.to_string().as_bytes()).await.unwrap();
+
+    let (status, created) = system.post_order(&order("after", "p", 1, "3.5"), &[]).await;
+    assert_eq!(status, 201);
+    system.wait_for_summary(1, QUIET).await;
+    wait_all_processed(&system, &[created["id"].as_str().unwrap().to_owned()]).await;
+
+    // The operator command sees both, with their reasons, in each consumer's dead-letter queue.
+    for (binary, env) in
+        [("analytics-service", system.analytics_env()), ("notification-worker", system.env.clone())]
+    {
+        let listed = eventually(QUIET, &format!("{binary} parked two messages"), || async {
+            let output = tokio::process::Command::new(system_tests::binary(binary))
+                .args(["parked", "list"])
+                .env_clear()
+                .envs(&env)
+                .output()
+                .await
+                .ok()?;
+            let listed: Value = serde_json::from_slice(&output.stdout).ok()?;
+            (listed["messages"].as_array()?.len() == 2).then_some(listed)
+        })
+        .await;
+        let reasons: Vec<&str> =
+            listed["messages"].as_array().unwrap().iter().filter_map(|m| m["reason"].as_str()).collect();
+        assert!(reasons.iter().any(|r| r.contains("not a valid event envelope")), "{binary}: {reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("total_amount")), "{binary}: {reasons:?}");
+    }
+    system.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_broker_outage_during_a_stream_of_orders_loses_nothing() {
+    let broker = FaultProxy::start(host_port(&test_support::amqp_url(), 5672)).await.unwrap();
+    let system = System::start(Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port()))).await;
+    let mut ids = Vec::new();
+    let mut amounts = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            broker.cut();
+        }
+        if i == 45 {
+            broker.restore();
+        }
+        let amount = format!("{}.{:02}", i + 1, i % 100);
+        let (status, created) = system.post_order(&order("outage", "p", 1, &amount), &[]).await;
+        assert_eq!(status, 201, "orders are accepted while the broker is away");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        amounts.push(amount);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let summary = system.wait_for_summary(60, QUIET).await;
+    assert_eq!(summary["total_revenue"].to_string(), cents_text(sum_cents(&amounts)));
+    wait_all_processed(&system, &ids).await;
+    wait_notifications(&system, 120).await;
+    system.cleanup().await;
+}
+
+#[tokio::test]
+async fn killing_analytics_mid_stream_loses_and_double_counts_nothing() {
+    let mut system = System::start(None).await;
+    let mut ids = Vec::new();
+    let mut amounts = Vec::new();
+    for i in 0..120 {
+        // Crash it while events are flowing, and bring it back a little later.
+        if i == 40 {
+            system.crash_analytics().await;
+        }
+        if i == 80 {
+            system.start_analytics().await;
+        }
+        let amount = format!("{}.{:02}", i % 30 + 1, i % 100);
+        let (status, created) = system.post_order(&order(&format!("k{}", i % 7), "p", 1, &amount), &[]).await;
+        assert_eq!(status, 201);
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        amounts.push(amount);
+    }
+    let summary = system.wait_for_summary(120, QUIET).await;
+    assert_eq!(summary["total_revenue"].to_string(), cents_text(sum_cents(&amounts)));
+    wait_all_processed(&system, &ids).await;
+
+    let analytics_db = sqlx::MySqlPool::connect(&system.analytics_db_url()).await.unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM processed_events").fetch_one(&analytics_db).await.unwrap();
+    assert_eq!(counted, 120, "each event counted once");
+    analytics_db.close().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(system.summary().await["total_orders"], 120, "and nothing more arrives later");
+    system.cleanup().await;
+}
