@@ -25,9 +25,10 @@ test: servers ## Run every test: the Rust suites against the real servers, then 
 	$(MAKE) chart-test
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: ## cargo fmt --check, clippy with warnings as errors, and the TLS dependency policy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/check-dependencies.sh
 
 .PHONY: fmt
 fmt: ## Format the code
@@ -36,6 +37,10 @@ fmt: ## Format the code
 .PHONY: build
 build: ## Build release binaries
 	$(CARGO) build --release --workspace --bins
+
+.PHONY: bench
+bench: servers ## Benchmark the services (release builds) with wrk against the local servers; prints figures
+	scripts/bench/bench.sh
 
 .PHONY: order
 order: ## Create a test order

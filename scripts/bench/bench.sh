@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Benchmarks the three services (release builds) against the local MariaDB, Redis and RabbitMQ,
+# with wrk as the load generator on the same machine. Prints figures; asserts nothing.
+#
+#   scripts/bench/bench.sh            # all scenarios
+#   DURATION=30s scripts/bench/bench.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/scripts/bench"
+DURATION=${DURATION:-15s}
+BURST=${BURST:-10000}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
+NAME="ofbench"  # exchanges are reused between runs; queues and databases are removed
+ORDER_PORT=18080 ANALYTICS_PORT=18081 NOTIFY_PORT=18082
+LOGS=$(mktemp -d)
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+"$ROOT/scripts/ensure-servers.sh" >/dev/null
+(cd "$ROOT" && cargo build --release --locked -q -p order-service -p analytics-service -p notification-worker)
+
+mysql() { mariadb -uroot -h127.0.0.1 -N -B "$@"; }
+delete_queues() {
+  rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAME\." | while read -r queue; do
+    rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+  done
+}
+delete_queues
+mysql -e "DROP DATABASE IF EXISTS ${NAME}_orders; DROP DATABASE IF EXISTS ${NAME}_analytics"
+mysql -e "CREATE DATABASE ${NAME}_orders; CREATE DATABASE ${NAME}_analytics"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  mysql -e "DROP DATABASE IF EXISTS ${NAME}_orders; DROP DATABASE IF EXISTS ${NAME}_analytics"
+  delete_queues
+  redis-cli --scan --pattern "$NAME:*" | xargs -r redis-cli del >/dev/null
+  rm -rf "$LOGS"
+}
+trap cleanup EXIT
+
+common=(
+  LOG_LEVEL=warn
+  REDIS_URL=redis://127.0.0.1:6379
+  ORDERFLOW_REDIS__KEY_PREFIX="$NAME:"
+  RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
+  ORDERFLOW_RABBITMQ__EXCHANGE="$NAME.orders"
+  ORDERFLOW_ORDERS__PROCESSED_QUEUE="$NAME.orders.processed"
+  ORDERFLOW_ANALYTICS__QUEUE="$NAME.analytics.orders"
+  ORDERFLOW_NOTIFICATIONS__QUEUE="$NAME.notifications.orders"
+)
+start() {
+  local name=$1 port=$2; shift 2
+  env -i PATH="$PATH" "${common[@]}" SERVICE_PORT="$port" "$@" "$TARGET/$name" >"$LOGS/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -sf "localhost:$port/readyz" >/dev/null && return; sleep 0.2; done
+  echo "$name did not become ready" >&2; cat "$LOGS/$name.log" >&2; exit 1
+}
+start order-service $ORDER_PORT DATABASE_URL="mysql://root@127.0.0.1:3306/${NAME}_orders"
+start analytics-service $ANALYTICS_PORT DATABASE_URL="mysql://root@127.0.0.1:3306/${NAME}_analytics"
+start notification-worker $NOTIFY_PORT
+
+rss() { for pid in "${pids[@]}"; do awk '/VmRSS/ {printf "%d MiB ", $2/1024}' "/proc/$pid/status"; done; echo; }
+echo "idle RSS (order, analytics, notifications): $(rss)"
+
+summary_exact() {
+  local orders revenue summary
+  read -r orders revenue < <(mysql -e "SELECT COUNT(*), COALESCE(SUM(total_minor),0) FROM ${NAME}_orders.orders")
+  summary=$(curl -s "localhost:$ANALYTICS_PORT/analytics/summary")
+  python3 - "$orders" "$revenue" "$summary" <<'PY'
+import json, sys
+from decimal import Decimal
+orders, revenue, summary = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3], parse_float=Decimal)
+ok = summary["total_orders"] == orders and Decimal(str(summary["total_revenue"])) * 100 == revenue
+sys.exit(0 if ok else 1)
+PY
+}
+
+wait_exact() {
+  local started=$1
+  until summary_exact; do sleep 0.05; done
+  python3 -c "import time; print(f'{time.time() - $started:.2f}')"
+}
+
+for connections in 16 64; do
+  echo
+  echo "== POST /orders, $connections connections, $DURATION"
+  wrk -t2 -c"$connections" -d"$DURATION" --latency -s "$HERE/post.lua" "http://127.0.0.1:$ORDER_PORT" \
+    | grep -E "Requests/sec|Latency  |50%|99%|Non-2xx|Socket errors"
+  last_post=$(python3 -c 'import time; print(time.time())')
+  echo "summary exact $(wait_exact "$last_post") s after the last POST"
+done
+
+echo
+echo "== burst of $BURST orders, 64 connections"
+before=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.orders")
+started=$(python3 -c 'import time; print(time.time())')
+BENCH_LIMIT=$BURST BENCH_THREADS=2 wrk -t2 -c64 -d120s -s "$HERE/post.lua" "http://127.0.0.1:$ORDER_PORT" | grep -E "Requests/sec|requests in"
+last_post=$(python3 -c 'import time; print(time.time())')
+exact_after=$(wait_exact "$last_post")
+after=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.orders")
+python3 -c "
+burst = $after - $before
+elapsed = $last_post - $started + $exact_after
+print(f'{burst} orders: accepted in {$last_post - $started:.2f} s, summary exact {$exact_after} s after the last POST; end-to-end {burst / elapsed:.0f} events/s')"
+
+echo
+id=$(curl -s -X POST "localhost:$ORDER_PORT/orders" -H 'Content-Type: application/json' \
+  -d '{"customer_id":"bench","product_id":"p","quantity":1,"total_amount":1}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+echo "== GET /orders/{id} (cached), 64 connections, $DURATION"
+wrk -t2 -c64 -d"$DURATION" --latency "http://127.0.0.1:$ORDER_PORT/orders/$id" | grep -E "Requests/sec|Latency  |50%|99%|Non-2xx"
+
+echo
+echo "== GET /analytics/summary, 64 connections, $DURATION"
+wrk -t2 -c64 -d"$DURATION" --latency "http://127.0.0.1:$ANALYTICS_PORT/analytics/summary" | grep -E "Requests/sec|Latency  |99%|Non-2xx"
+
+echo
+echo "RSS after load (order, analytics, notifications): $(rss)"
