@@ -21,7 +21,8 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 
 mysql() { mariadb -uroot -h127.0.0.1 -N -B "$@"; }
 delete_queues() {
-  rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAME\." | while read -r queue; do
+  local queue
+  for queue in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAME\." || true); do
     rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
   done
 }

@@ -11,7 +11,7 @@ function request()
   local cents = (counter * 7919) % 100000 + 1
   local body = string.format(
     '{"customer_id":"bench-%d","product_id":"product-%d","quantity":%d,"total_amount":%d.%02d}',
-    counter % 1000, counter % 50, counter % 5 + 1, cents // 100, cents % 100)
+    counter % 1000, counter % 50, counter % 5 + 1, math.floor(cents / 100), cents % 100)
   return wrk.format(nil, "/orders", nil, body)
 end
 

@@ -1,11 +1,11 @@
 //! [`VersionedCache`] in Redis. Values are stored as `<version>|<body>`; a Lua script compares and
 //! writes atomically.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{Pool, redis};
+use deadpool_redis::{Pool, redis, redis::aio::MultiplexedConnection};
 
 use super::{CacheError, VersionedCache};
 use crate::{config::ConfigError, redis::RedisSettings};
@@ -23,6 +23,10 @@ return 1
 
 pub struct RedisCache {
     pool: Pool,
+    /// One multiplexed connection shared by all requests: concurrent commands are pipelined on
+    /// it, and no per-request pool checkout (which costs a PING round trip) is paid. Cleared on
+    /// error, so the next call takes a fresh, checked connection from the pool.
+    shared: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
     timeout: Duration,
     put_if_newer: redis::Script,
@@ -32,22 +36,40 @@ impl RedisCache {
     pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
         Ok(RedisCache {
             pool: settings.pool()?,
+            shared: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout(),
             put_if_newer: redis::Script::new(PUT_IF_NEWER),
         })
     }
 
-    /// Runs `operation` on a pooled connection within the time budget.
+    async fn connection(&self) -> Result<MultiplexedConnection, CacheError> {
+        if let Some(connection) = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(connection);
+        }
+        let pooled = self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        let connection = MultiplexedConnection::clone(&pooled);
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Runs `operation` within the time budget.
     async fn with_connection<T, F>(&self, operation: F) -> Result<T, CacheError>
     where
-        F: AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     {
         let work = async {
-            let mut connection = self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+            let mut connection = self.connection().await?;
             operation(&mut connection).await.map_err(|e| CacheError::Unavailable(e.to_string()))
         };
-        tokio::time::timeout(self.timeout, work).await.map_err(|_| CacheError::Timeout(self.timeout))?
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(CacheError::Timeout(self.timeout)),
+        };
+        if result.is_err() {
+            *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        result
     }
 }
 
