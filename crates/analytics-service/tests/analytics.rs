@@ -1,16 +1,25 @@
-//! analytics-service against the real MariaDB, Redis and RabbitMQ.
+//! analytics-service, black-box: the behaviour tests run against the real MariaDB, Redis and
+//! RabbitMQ (`real::…`) and against the embedded backends (`embedded::…`), from the same code.
+//! The outage test needs the fault proxy in front of a real server, so it runs on the real ones.
 
 mod support;
 
 use std::time::Duration;
 
+use messaging::rabbitmq::cli::ParkedCommand;
 use serde_json::{Value, json};
-use support::{TestApp, eventually, order_created};
+use support::{Backend, TestApp, eventually, on_both_backends, order_created};
 use test_support::{FaultProxy, host_port};
 
-#[tokio::test]
-async fn counts_orders_exactly_and_serves_every_read_model() {
-    let mut app = TestApp::spawn().await;
+on_both_backends!(
+    counts_orders_exactly_and_serves_every_read_model,
+    a_redelivered_event_is_counted_once,
+    bad_messages_are_parked_and_never_block_the_queue,
+    the_summary_is_never_stale_after_a_commit,
+);
+
+async fn counts_orders_exactly_and_serves_every_read_model(backend: Backend) {
+    let mut app = TestApp::start(backend).await;
     let mut processed = app.listen("order.processed").await;
     let empty = app.summary().await;
     assert_eq!(
@@ -120,9 +129,8 @@ async fn counts_orders_exactly_and_serves_every_read_model() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_redelivered_event_is_counted_once() {
-    let mut app = TestApp::spawn().await;
+async fn a_redelivered_event_is_counted_once(backend: Backend) {
+    let mut app = TestApp::start(backend).await;
     let mut processed = app.listen("order.processed").await;
     let event = order_created("dave", "widget", 1, "5", "2026-01-09T10:00:00Z");
     for _ in 0..3 {
@@ -141,9 +149,8 @@ async fn a_redelivered_event_is_counted_once() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn bad_messages_are_parked_and_never_block_the_queue() {
-    let app = TestApp::spawn().await;
+async fn bad_messages_are_parked_and_never_block_the_queue(backend: Backend) {
+    let app = TestApp::start(backend).await;
     app.publish_raw(b"this is not json").await;
     let mut unprocessable = order_created("erin", "widget", 1, "5", "2026-01-09T10:00:00Z");
     unprocessable["data"]["quantity"] = json!(0);
@@ -154,19 +161,8 @@ async fn bad_messages_are_parked_and_never_block_the_queue() {
     app.publish_created(&order_created("erin", "widget", 1, "5", "2026-01-09T10:00:00Z")).await;
 
     app.wait_for_orders(1).await;
-    let queue = app.settings.analytics.queue.clone();
-    let status = platform::Health::new(&mut Default::default()).add_status("rabbitmq", false);
-    let shutdown = platform::Shutdown::new();
-    let rabbit = messaging::rabbitmq::RabbitMq::new(
-        app.settings.rabbitmq.clone(),
-        status,
-        messaging::MessagingMetrics::unregistered(),
-        shutdown.clone(),
-    )
-    .unwrap();
     let parked = eventually(Duration::from_secs(10), "three parked messages", || async {
-        let listed =
-            messaging::rabbitmq::cli::ParkedCommand::List { limit: 10 }.run(&rabbit, &queue).await.ok()?;
+        let listed = app.parked(ParkedCommand::List { limit: 10 }).await;
         (listed["messages"].as_array()?.len() == 3).then_some(listed)
     })
     .await;
@@ -183,16 +179,13 @@ async fn bad_messages_are_parked_and_never_block_the_queue() {
     assert!(metrics.contains("messages_dead_lettered_total"), "{metrics}");
 
     // Replayed, they fail again and are parked again: nothing is lost, nothing counted.
-    let replayed =
-        messaging::rabbitmq::cli::ParkedCommand::Replay { limit: 10 }.run(&rabbit, &queue).await.unwrap();
+    let replayed = app.parked(ParkedCommand::Replay { limit: 10 }).await;
     assert_eq!(replayed["replayed"], 3);
     eventually(Duration::from_secs(10), "parked again", || async {
-        let (_, parked) = rabbit.queue_depths(&queue).await.ok()?;
-        (parked == 3).then_some(())
+        (app.queue_depths().await == (0, 3)).then_some(())
     })
     .await;
     assert_eq!(app.summary().await["total_orders"], 1);
-    shutdown.trigger();
     app.cleanup().await;
 }
 
@@ -236,9 +229,8 @@ async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns(
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn the_summary_is_never_stale_after_a_commit() {
-    let app = TestApp::spawn().await;
+async fn the_summary_is_never_stale_after_a_commit(backend: Backend) {
+    let app = TestApp::start(backend).await;
     for round in 1..=5 {
         app.publish_created(&order_created("gina", "widget", 1, "1", "2026-01-09T10:00:00Z")).await;
         let summary = app.wait_for_orders(round).await;

@@ -1,6 +1,8 @@
-//! Messaging: the event-bus port, its RabbitMQ adapter, and the transactional outbox relay.
+//! Messaging: the event-bus port, its RabbitMQ and in-process adapters, and the transactional
+//! outbox relay.
 
 pub mod bus;
+pub mod inprocess;
 pub mod metrics;
 pub mod outbox;
 pub mod rabbitmq;

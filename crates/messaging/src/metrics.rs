@@ -21,7 +21,7 @@ pub struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeadLetterLabels {
     pub queue: String,
-    /// `permanent` (handler said so), `retries_exhausted`, or `undecodable`.
+    /// `permanent` (the handler said so) or `retries_exhausted`.
     pub reason: &'static str,
 }
 
@@ -84,6 +84,25 @@ impl MessagingMetrics {
             metrics.processing_duration.clone(),
         );
         metrics
+    }
+
+    /// Creates every series of a consumed queue at zero, so that dashboards show it and
+    /// `increase()` alerts see its first retry or dead letter.
+    pub fn init_queue(&self, queue: &str) {
+        for outcome in ["ack", "duplicate", "retry", "dead_lettered"] {
+            self.consumed.get_or_create_owned(&OutcomeLabels { queue: queue.to_owned(), outcome });
+        }
+        for reason in ["permanent", "retries_exhausted"] {
+            self.dead_lettered.get_or_create_owned(&DeadLetterLabels { queue: queue.to_owned(), reason });
+        }
+        self.retried.get_or_create_owned(&QueueLabels { queue: queue.to_owned() });
+    }
+
+    /// Creates the outbox series of a routing key at zero (see [`MessagingMetrics::init_queue`]).
+    pub fn init_routing_key(&self, routing_key: &str) {
+        let labels = RoutingLabels { routing_key: routing_key.to_owned() };
+        self.outbox_published.get_or_create_owned(&labels);
+        self.outbox_publish_failures.get_or_create_owned(&labels);
     }
 
     /// Metrics that go nowhere, for tests and tools.

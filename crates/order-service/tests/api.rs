@@ -1,19 +1,31 @@
-//! The order API, black-box, against the real MariaDB, Redis and RabbitMQ.
+//! The order API, black-box: every test runs against the real MariaDB, Redis and RabbitMQ
+//! (`real::…`) and against the embedded backends (`embedded::…`), from the same code.
 
 mod support;
 
 use std::{collections::HashSet, time::Duration};
 
 use serde_json::{Value, json};
-use support::{TestApp, order_body};
+use support::{Backend, TestApp, on_both_backends, order_body};
+
+on_both_backends!(
+    create_then_get_returns_the_same_order,
+    money_is_exact_at_every_scale,
+    bad_input_gets_a_clear_error_and_changes_nothing,
+    unknown_and_malformed_ids_are_not_found,
+    idempotency_key_replays_the_original_order,
+    concurrent_orders_are_all_stored_with_their_events,
+    lists_orders_newest_first_with_a_cursor,
+    an_accepted_order_is_published_as_order_created,
+    an_order_processed_event_moves_the_order_to_processed,
+);
 
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("JSON body")
 }
 
-#[tokio::test]
-async fn create_then_get_returns_the_same_order() {
-    let app = TestApp::spawn().await;
+async fn create_then_get_returns_the_same_order(backend: Backend) {
+    let app = TestApp::start(backend).await;
 
     let response = app.post_order(&order_body("customer-123", "99.99")).await;
     assert_eq!(response.status(), 201);
@@ -54,9 +66,8 @@ async fn create_then_get_returns_the_same_order() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn money_is_exact_at_every_scale() {
-    let app = TestApp::spawn().await;
+async fn money_is_exact_at_every_scale(backend: Backend) {
+    let app = TestApp::start(backend).await;
     for (sent, returned, minor) in [
         ("0.01", "0.01", 1),
         ("100", "100", 10000),
@@ -68,19 +79,17 @@ async fn money_is_exact_at_every_scale() {
         let text = response.text().await.unwrap();
         assert!(text.contains(&format!(r#""total_amount":{returned}"#)), "{sent}: {text}");
         let id: String = serde_json::from_str::<Value>(&text).unwrap()["id"].as_str().unwrap().into();
-        let stored: i64 = sqlx::query_scalar("SELECT total_minor FROM orders WHERE id = ?")
-            .bind(uuid::Uuid::parse_str(&id).unwrap())
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let stored = app
+            .db
+            .scalar_for("SELECT total_minor FROM orders WHERE id = ?", uuid::Uuid::parse_str(&id).unwrap())
+            .await;
         assert_eq!(stored, minor);
     }
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let app = TestApp::spawn().await;
+async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "empty customer",
@@ -211,9 +220,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn unknown_and_malformed_ids_are_not_found() {
-    let app = TestApp::spawn().await;
+async fn unknown_and_malformed_ids_are_not_found(backend: Backend) {
+    let app = TestApp::start(backend).await;
     for path in ["/orders/0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f", "/orders/not-a-uuid", "/orders/%20"] {
         let response = app.get(path).await;
         assert_eq!(response.status(), 404, "{path}");
@@ -228,9 +236,8 @@ async fn unknown_and_malformed_ids_are_not_found() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn idempotency_key_replays_the_original_order() {
-    let app = TestApp::spawn().await;
+async fn idempotency_key_replays_the_original_order(backend: Backend) {
+    let app = TestApp::start(backend).await;
     let post = |key: &str, body: Value| {
         app.client.post(app.url("/orders")).header("idempotency-key", key).json(&body).send()
     };
@@ -265,9 +272,8 @@ async fn idempotency_key_replays_the_original_order() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn concurrent_orders_are_all_stored_with_their_events() {
-    let app = TestApp::spawn().await;
+async fn concurrent_orders_are_all_stored_with_their_events(backend: Backend) {
+    let app = TestApp::start(backend).await;
     let bodies: Vec<Value> = (0..200)
         .map(|i| order_body(&format!("burst-{}", i % 7), &format!("{}.{:02}", i + 1, i % 100)))
         .collect();
@@ -283,9 +289,8 @@ async fn concurrent_orders_are_all_stored_with_their_events() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn lists_orders_newest_first_with_a_cursor() {
-    let app = TestApp::spawn().await;
+async fn lists_orders_newest_first_with_a_cursor(backend: Backend) {
+    let app = TestApp::start(backend).await;
     let mut created = Vec::new();
     for i in 0..5 {
         let order = json_of(app.post_order(&order_body("alice", &format!("{}", i + 1))).await).await;
@@ -332,9 +337,8 @@ async fn lists_orders_newest_first_with_a_cursor() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn an_accepted_order_is_published_as_order_created() {
-    let mut app = TestApp::spawn().await;
+async fn an_accepted_order_is_published_as_order_created(backend: Backend) {
+    let mut app = TestApp::start(backend).await;
     let mut listener = app.listen("order.created").await;
 
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -368,5 +372,40 @@ async fn an_accepted_order_is_published_as_order_created() {
         (app.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL").await == 1).then_some(())
     })
     .await;
+    app.cleanup().await;
+}
+
+async fn an_order_processed_event_moves_the_order_to_processed(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let order = json_of(app.post_order(&order_body("customer-123", "99.99")).await).await;
+    let path = format!("/orders/{}", order["id"].as_str().unwrap());
+    // Cached as `created` first: the change must replace the cached body.
+    assert_eq!(json_of(app.get(&path).await).await["status"], "created");
+
+    let event = json!({
+        "event_type": "OrderProcessed",
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "timestamp": "2026-01-09T10:15:00Z",
+        "data": {"order_id": order["id"], "processed_by": "analytics-service", "metrics_updated": true}
+    });
+    app.publish("order.processed", &event).await;
+    let processed = support::eventually(Duration::from_secs(10), "the order processed", || async {
+        let current = json_of(app.get(&path).await).await;
+        (current["status"] == "processed").then_some(current)
+    })
+    .await;
+    assert_eq!(processed["created_at"], order["created_at"]);
+    assert_ne!(processed["updated_at"], order["updated_at"]);
+
+    // A redelivery changes nothing and counts as a duplicate.
+    app.publish("order.processed", &event).await;
+    let queue = &app.settings.orders.processed_queue;
+    let duplicate = format!(r#"messages_consumed_total{{queue="{queue}",outcome="duplicate"}} 1"#);
+    support::eventually(Duration::from_secs(10), "the duplicate counted", || async {
+        app.get("/metrics").await.text().await.unwrap().contains(&duplicate).then_some(())
+    })
+    .await;
+    assert_eq!(json_of(app.get(&path).await).await, processed);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'processed'").await, 1);
     app.cleanup().await;
 }

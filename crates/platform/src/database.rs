@@ -50,12 +50,14 @@ impl DatabaseSettings {
                 if self.name.is_empty() {
                     return Err(ConfigError::invalid("database.name", "must not be empty"));
                 }
-                Ok(MySqlConnectOptions::new()
+                let options = MySqlConnectOptions::new()
                     .host(&self.host)
                     .port(self.port)
                     .username(&self.user)
-                    .password(&self.password)
-                    .database(&self.name))
+                    .database(&self.name);
+                // An empty password means "no password": sending an empty one fails against an
+                // account that has none.
+                Ok(if self.password.is_empty() { options } else { options.password(&self.password) })
             }
         }
     }

@@ -1,5 +1,6 @@
 //! What every orderflow service needs and none of them owns: configuration, telemetry, metrics,
-//! health, HTTP plumbing, graceful shutdown, and the MySQL/Redis connection settings.
+//! health, HTTP plumbing, graceful shutdown, the MySQL/Redis connection settings, and the SQLite
+//! opening rules of the embedded mode.
 
 pub mod cache;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;
+pub mod sqlite;
 pub mod telemetry;
 
 pub use config::ConfigError;

@@ -4,7 +4,7 @@
 //! Every span gets an OpenTelemetry trace id even when nothing is exported, so that log lines of
 //! one request can be correlated across services by `trace_id`.
 
-use std::{collections::HashMap, io::Write, time::Duration};
+use std::{cell::Cell, collections::HashMap, io::Write, time::Duration};
 
 use opentelemetry::{
     Context,
@@ -34,6 +34,17 @@ pub enum TelemetryError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("logging is already initialised")]
     AlreadyInitialised,
+}
+
+thread_local! {
+    /// The service the current thread works for, in a process that runs several.
+    static THREAD_SERVICE: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Attributes the log lines written on the current thread to `service` instead of the process's
+/// default: for a process that runs several services, each on runtime threads of its own.
+pub fn set_thread_service(service: &'static str) {
+    THREAD_SERVICE.with(|current| current.set(Some(service)));
 }
 
 /// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes what is buffered.
@@ -179,7 +190,8 @@ where
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
         );
         line.insert("level".into(), event.metadata().level().as_str().to_ascii_lowercase().into());
-        line.insert("service".into(), self.service.clone().into());
+        let service = THREAD_SERVICE.with(Cell::get).map_or_else(|| self.service.clone(), str::to_owned);
+        line.insert("service".into(), service.into());
         if let Some(scope) = ctx.event_scope(event) {
             let mut trace_id = None;
             for span in scope.from_root() {

@@ -68,11 +68,18 @@ async fn logs_are_json_lines_and_traces_are_exported() {
         platform::telemetry::current_trace_id().expect("a span has a trace id")
     };
     tracing::warn!("no span here");
+    // A thread that works for another service of the same process says so.
+    std::thread::spawn(|| {
+        platform::telemetry::set_thread_service("analytics-service");
+        tracing::info!(event = "order_counted", "on another service's thread");
+    })
+    .join()
+    .unwrap();
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<Value> =
         text.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     let line = &lines[0];
     assert_eq!(line["level"], "info");
     assert_eq!(line["service"], "order-service");
@@ -85,6 +92,8 @@ async fn logs_are_json_lines_and_traces_are_exported() {
     assert_eq!(lines[1]["level"], "warn");
     assert_eq!(lines[1]["event"], "no span here");
     assert!(lines[1].get("trace_id").is_none());
+    assert_eq!(lines[1]["service"], "order-service");
+    assert_eq!(lines[2]["service"], "analytics-service");
 
     let headers = {
         let span = tracing::info_span!("publish");

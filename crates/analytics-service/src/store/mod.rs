@@ -1,6 +1,7 @@
 //! Where the aggregates live.
 
 pub mod mysql;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -54,6 +55,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
             db.is_unique_violation()
+                || platform::sqlite::is_unavailable(db.as_ref())
                 || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
                     // shutting down, too many connections, lock wait timeout, deadlock,
                     // read-only during failover, query interrupted

@@ -1,27 +1,93 @@
-//! Runs analytics-service in-process against the real servers, isolated per test.
+//! Runs analytics-service in-process on either backend, isolated per test:
+//! - `Real`: the real servers, with its own database, exchange and queue names and Redis key
+//!   prefix, all removed by `cleanup`;
+//! - `Embedded`: SQLite files in a temporary directory of its own, an in-memory cache and an
+//!   in-process bus, as the one-process binary runs it; the directory is removed by `cleanup`.
+//!
+//! Both go through `Application::assemble`, so the code under test is the same.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use analytics_service::{Application, settings::Settings};
-use messaging::rabbitmq::{ExchangeNames, QueueNames};
-use platform::Shutdown;
+use analytics_service::{
+    Application, Backends,
+    settings::Settings,
+    store::sqlite::{self, SqliteAnalyticsStore},
+};
+use async_trait::async_trait;
+use messaging::{
+    Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
+    OutgoingMessage, Subscription,
+    inprocess::{InProcessBus, InProcessSettings, ParkedStore},
+    outbox::sqlite::SqliteOutbox,
+    rabbitmq::{ExchangeNames, QueueNames, cli::ParkedCommand},
+};
+use platform::{Runtime, Shutdown, cache::memory::MemoryCache};
 use serde_json::{Value, json};
-use sqlx::MySqlPool;
-pub use test_support::{EventListener, TestDatabase, TestPublisher, eventually, unique_name};
+pub use test_support::{EventListener, ReceivedEvent, TestDatabase, TestPublisher, eventually, unique_name};
+use tokio::sync::mpsc;
+
+/// Where a test runs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// MariaDB, Redis and RabbitMQ.
+    Real,
+    /// SQLite, memory and the in-process bus.
+    Embedded,
+}
+
+/// For each `async fn name(backend: Backend)` listed, one test per backend:
+/// `real::name` and `embedded::name`.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::support::Backend::Real).await
+                }
+            )+
+        }
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::support::Backend::Embedded).await
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
+
+/// A directory of the test's own, removed when dropped (also when the test fails).
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the test created and must remove, and how it reaches the service's queue.
+enum Isolation {
+    Real { database: TestDatabase, publisher: Box<TestPublisher>, extra_queues: Vec<String> },
+    Embedded { directory: TempDir, bus: InProcessBus, listeners: Shutdown },
+}
 
 pub struct TestApp {
+    pub backend: Backend,
     pub base: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub name: String,
-    pub pool: MySqlPool,
-    pub publisher: TestPublisher,
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    database: TestDatabase,
-    extra_queues: Vec<String>,
+    isolation: Isolation,
+    listeners: usize,
 }
 
 pub fn init_telemetry() {
@@ -34,19 +100,35 @@ pub fn init_telemetry() {
     };
 }
 
+/// Test settings shared by both backends.
+fn base_settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.shutdown.grace_period_seconds = 5;
+    settings.outbox.poll_interval_ms = 100;
+    settings.outbox.retry_base_ms = 100;
+    settings.outbox.retry_max_ms = 500;
+    settings
+}
+
+/// The in-process bus as the tests run it: retries as short as the real tests' retry queues.
+pub fn bus_settings() -> InProcessSettings {
+    InProcessSettings { retry_delays_ms: vec![100, 200], ..InProcessSettings::default() }
+}
+
 impl TestApp {
+    /// On the real servers.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// On the real servers, with test settings adjusted by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         init_telemetry();
         let name = unique_name();
         let database = TestDatabase::create().await.expect("create test database");
-        let mut settings = Settings::default();
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
-        settings.shutdown.grace_period_seconds = 5;
+        let mut settings = base_settings();
         settings.database.url = Some(database.url());
         settings.redis.url = Some(test_support::redis_url());
         settings.redis.key_prefix = format!("{name}:");
@@ -54,35 +136,75 @@ impl TestApp {
         settings.rabbitmq.exchange = format!("{name}.orders");
         settings.rabbitmq.retry_delays_ms = vec![100, 200];
         settings.analytics.queue = format!("{name}.analytics.orders");
-        settings.outbox.poll_interval_ms = 100;
-        settings.outbox.retry_base_ms = 100;
-        settings.outbox.retry_max_ms = 500;
         adjust(&mut settings);
 
         let application = Application::build(settings.clone()).await.expect("build analytics-service");
+        let publisher = TestPublisher::connect(&settings.rabbitmq.exchange).await.expect("test publisher");
+        let isolation =
+            Isolation::Real { database, publisher: Box::new(publisher), extra_queues: Vec::new() };
+        let app = Self::run(Backend::Real, name, settings, application, isolation);
+        test_support::wait_for_consumer(&app.settings.analytics.queue, Duration::from_secs(20)).await;
+        app
+    }
+
+    /// On `backend`, with the test settings.
+    pub async fn start(backend: Backend) -> TestApp {
+        match backend {
+            Backend::Real => Self::spawn().await,
+            Backend::Embedded => Self::embedded().await,
+        }
+    }
+
+    /// On SQLite, memory and the in-process bus, in a temporary directory of its own.
+    async fn embedded() -> TestApp {
+        init_telemetry();
+        let name = unique_name();
+        let directory = TempDir(std::env::temp_dir().join(&name));
+        let settings = base_settings();
+        let pool =
+            sqlite::open(&directory.0.join("analytics.db")).await.expect("open the analytics database");
+        let parked = ParkedStore::open(&directory.0.join("bus.db")).await.expect("open the bus database");
+        let mut runtime = Runtime::new();
+        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
+        let bus =
+            InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
+                .expect("bus settings");
+        let backends = Backends {
+            store: Arc::new(SqliteAnalyticsStore::new(pool.clone())),
+            outbox: Arc::new(SqliteOutbox::new(pool)),
+            cache: Arc::new(MemoryCache::default()),
+            bus: Arc::new(bus.clone()),
+            store_name: "sqlite",
+            cache_name: "memory",
+        };
+        let application = Application::assemble(settings.clone(), runtime, messaging_metrics, backends)
+            .await
+            .expect("assemble analytics-service");
+        let isolation = Isolation::Embedded { directory, bus, listeners: Shutdown::new() };
+        Self::run(Backend::Embedded, name, settings, application, isolation)
+    }
+
+    fn run(
+        backend: Backend,
+        name: String,
+        settings: Settings,
+        application: Application,
+        isolation: Isolation,
+    ) -> TestApp {
         let base = format!("http://127.0.0.1:{}", application.port());
         let shutdown = application.shutdown();
         let server = tokio::spawn(application.run_until_stopped());
-        let pool = MySqlPool::connect(&database.url()).await.expect("connect to the test database");
-        let publisher = TestPublisher::connect(&settings.rabbitmq.exchange).await.expect("test publisher");
-        let app = TestApp {
+        TestApp {
+            backend,
             base,
             client: reqwest::Client::new(),
             settings,
             name,
-            pool,
-            publisher,
             shutdown,
             server,
-            database,
-            extra_queues: Vec::new(),
-        };
-        app.wait_until_consuming().await;
-        app
-    }
-
-    async fn wait_until_consuming(&self) {
-        test_support::wait_for_consumer(&self.settings.analytics.queue, Duration::from_secs(20)).await;
+            isolation,
+            listeners: 0,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -105,18 +227,82 @@ impl TestApp {
 
     /// Publishes an `OrderCreated` envelope as order-service would.
     pub async fn publish_created(&self, event: &Value) {
-        let id = event["event_id"].as_str();
-        self.publisher.publish("order.created", id, event.to_string().as_bytes()).await.expect("publish");
+        self.publish(event["event_id"].as_str(), "OrderCreated", event.to_string().as_bytes()).await;
     }
 
+    /// Publishes anything on `order.created`, as a misbehaving producer could.
     pub async fn publish_raw(&self, body: &[u8]) {
-        self.publisher.publish("order.created", None, body).await.expect("publish");
+        self.publish(None, "", body).await;
     }
 
-    pub async fn listen(&mut self, routing_key: &str) -> EventListener {
-        let queue = format!("{}.listener.{}", self.name, self.extra_queues.len());
-        self.extra_queues.push(queue.clone());
-        EventListener::start(&self.settings.rabbitmq.exchange, &queue, routing_key).await
+    async fn publish(&self, message_id: Option<&str>, event_type: &str, body: &[u8]) {
+        match &self.isolation {
+            Isolation::Real { publisher, .. } => {
+                publisher.publish("order.created", message_id, body).await.expect("publish");
+            }
+            Isolation::Embedded { bus, .. } => {
+                let message = OutgoingMessage {
+                    event_id: message_id.and_then(|id| id.parse().ok()).unwrap_or_else(uuid::Uuid::now_v7),
+                    event_type: event_type.to_owned(),
+                    routing_key: "order.created".to_owned(),
+                    payload: body.to_vec(),
+                    headers: Default::default(),
+                    timestamp: chrono::Utc::now(),
+                };
+                let confirmed = bus.publish(&[message]).await;
+                assert!(confirmed.iter().all(Result::is_ok), "{confirmed:?}");
+            }
+        }
+    }
+
+    /// A queue bound to `routing_key`, to see what the service publishes.
+    pub async fn listen(&mut self, routing_key: &str) -> Listener {
+        let queue = format!("{}.listener.{}", self.name, self.listeners);
+        self.listeners += 1;
+        match &mut self.isolation {
+            Isolation::Real { extra_queues, .. } => {
+                extra_queues.push(queue.clone());
+                let exchange = &self.settings.rabbitmq.exchange;
+                Listener::Broker(Box::new(EventListener::start(exchange, &queue, routing_key).await))
+            }
+            Isolation::Embedded { bus, listeners, .. } => {
+                let (events, received) = mpsc::unbounded_channel();
+                let connection = bus.connect(MessagingMetrics::unregistered(), listeners.clone());
+                connection
+                    .subscribe(Subscription {
+                        queue,
+                        routing_keys: vec![routing_key.to_owned()],
+                        handler: Arc::new(Recorder { events }),
+                    })
+                    .await
+                    .expect("subscribe a listener");
+                Listener::Bus(received)
+            }
+        }
+    }
+
+    /// Runs `parked list|replay` on the service's queue, as an operator would.
+    pub async fn parked(&self, command: ParkedCommand) -> Value {
+        let queue = &self.settings.analytics.queue;
+        match &self.isolation {
+            Isolation::Real { .. } => {
+                command.execute(self.settings.rabbitmq.clone(), queue).await.expect("parked command")
+            }
+            Isolation::Embedded { bus, .. } => bus.run_parked(command, queue).await.expect("parked command"),
+        }
+    }
+
+    /// Messages ready in the service's queue, and messages parked.
+    pub async fn queue_depths(&self) -> (u32, u32) {
+        let queue = &self.settings.analytics.queue;
+        match &self.isolation {
+            Isolation::Real { .. } => {
+                let listed = self.parked(ParkedCommand::List { limit: 1 }).await;
+                let depth = |key: &str| u32::try_from(listed[key].as_u64().unwrap_or_default()).unwrap();
+                (depth("ready"), depth("parked"))
+            }
+            Isolation::Embedded { bus, .. } => bus.queue_depths(queue).await.expect("queue depths"),
+        }
     }
 
     /// Waits until the summary counts `orders` orders.
@@ -131,12 +317,70 @@ impl TestApp {
     pub async fn cleanup(self) {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
-        self.pool.close().await;
-        let mut queues = self.extra_queues.clone();
-        queues.extend(QueueNames::new(&self.settings.analytics.queue, &self.settings.rabbitmq).all());
-        let _ = test_support::delete_amqp(&queues, &ExchangeNames::new(&self.settings.rabbitmq).all()).await;
-        let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
-        let _ = self.database.drop().await;
+        match self.isolation {
+            Isolation::Real { database, publisher, extra_queues } => {
+                drop(publisher);
+                let mut queues = extra_queues;
+                queues.extend(QueueNames::new(&self.settings.analytics.queue, &self.settings.rabbitmq).all());
+                let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
+                let _ = test_support::delete_amqp(&queues, &exchanges).await;
+                let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
+                let _ = database.drop().await;
+            }
+            Isolation::Embedded { directory, bus, listeners } => {
+                listeners.trigger();
+                bus.parked_store().close().await;
+                drop(directory);
+            }
+        }
+    }
+}
+
+/// Events a test listener received.
+pub enum Listener {
+    Broker(Box<EventListener>),
+    Bus(mpsc::UnboundedReceiver<ReceivedEvent>),
+}
+
+impl Listener {
+    /// The next event, or `None` after `wait` without one.
+    pub async fn next(&mut self, wait: Duration) -> Option<ReceivedEvent> {
+        match self {
+            Listener::Broker(listener) => listener.next(wait).await,
+            Listener::Bus(received) => tokio::time::timeout(wait, received.recv()).await.ok()?,
+        }
+    }
+
+    /// Collects events until `count` have arrived or `wait` passes without a new one.
+    pub async fn collect(&mut self, count: usize, wait: Duration) -> Vec<ReceivedEvent> {
+        let mut events = Vec::new();
+        while events.len() < count {
+            match self.next(wait).await {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        events
+    }
+}
+
+/// A consumer on the in-process bus that hands every delivery to the test.
+struct Recorder {
+    events: mpsc::UnboundedSender<ReceivedEvent>,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
+        for delivery in batch {
+            let _ = self.events.send(ReceivedEvent {
+                body: serde_json::from_slice(&delivery.payload).unwrap_or(Value::Null),
+                message_id: delivery.message_id.clone(),
+                headers: delivery.headers.clone(),
+                routing_key: delivery.routing_key.clone(),
+            });
+        }
+        vec![Ok(Handled::Processed); batch.len()]
     }
 }
 

@@ -6,6 +6,7 @@
 //! only if that one died before marking it sent (consumers deduplicate on `event_id`).
 
 pub mod mysql;
+pub mod sqlite;
 
 use std::{sync::Arc, time::Duration};
 

@@ -52,6 +52,7 @@ pub(crate) fn start(
     session: &Arc<Session>,
     subscription: Subscription,
 ) -> oneshot::Receiver<()> {
+    shared.metrics.init_queue(&subscription.queue);
     let (started, started_receiver) = oneshot::channel();
     let task = shared.shutdown.spawn(run(shared.clone(), session.clone(), subscription, started));
     session.add_consumer(task);

@@ -26,6 +26,7 @@ use std::{
 use platform::{ConfigError, DependencyStatus, Shutdown};
 
 pub use settings::RabbitSettings;
+pub(crate) use settings::delays_from_list_or_string;
 pub use topology::{ExchangeNames, QueueNames, RetryQueue};
 
 use crate::{MessagingMetrics, Subscription};

@@ -170,7 +170,9 @@ fn percent_encode(text: &str) -> String {
 
 /// Accepts a list (`[200, 500]` from TOML) or a comma-separated string (`"200,500"` from the
 /// environment, where every value is a string).
-fn delays_from_list_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+pub(crate) fn delays_from_list_or_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<u64>, D::Error> {
     struct Delays;
 
     impl<'de> de::Visitor<'de> for Delays {

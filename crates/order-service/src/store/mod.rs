@@ -2,6 +2,7 @@
 //! (transactional outbox), so the two can never disagree.
 
 pub mod mysql;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -76,11 +77,12 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
-            db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
-                // Server shutting down, too many connections, lock wait timeout, deadlock,
-                // read-only (during a failover), query interrupted.
-                matches!(e.number(), 1053 | 1040 | 1205 | 1213 | 1290 | 1317 | 1927)
-            })
+            platform::sqlite::is_unavailable(db.as_ref())
+                || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
+                    // Server shutting down, too many connections, lock wait timeout, deadlock,
+                    // read-only (during a failover), query interrupted.
+                    matches!(e.number(), 1053 | 1040 | 1205 | 1213 | 1290 | 1317 | 1927)
+                })
         }
         _ => false,
     }

@@ -1,27 +1,128 @@
-//! Runs order-service in-process against the real servers, isolated per test: its own database,
-//! exchange and queue names and Redis key prefix, all removed by `cleanup`.
+//! Runs order-service in-process on either backend, isolated per test:
+//! - `Real`: the real servers, with its own database, exchange and queue names and Redis key
+//!   prefix, all removed by `cleanup`;
+//! - `Embedded`: SQLite files in a temporary directory of its own, an in-memory cache and an
+//!   in-process bus, as the one-process binary runs it; the directory is removed by `cleanup`.
+//!
+//! Both go through `Application::assemble`, so the HTTP code under test is the same.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use messaging::rabbitmq::{ExchangeNames, QueueNames};
-use order_service::{Application, settings::Settings};
-use platform::Shutdown;
+use async_trait::async_trait;
+use messaging::{
+    Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
+    OutgoingMessage, Subscription,
+    inprocess::{InProcessBus, InProcessSettings, ParkedStore},
+    outbox::sqlite::SqliteOutbox,
+    rabbitmq::{ExchangeNames, QueueNames},
+};
+use order_service::{
+    Application, Backends,
+    settings::Settings,
+    store::sqlite::{self, SqliteOrderStore},
+};
+use platform::{Runtime, Shutdown, cache::memory::MemoryCache};
 use serde_json::Value;
-use sqlx::MySqlPool;
-pub use test_support::{EventListener, TestDatabase, eventually, unique_name};
+use sqlx::{MySqlPool, SqlitePool};
+pub use test_support::{EventListener, ReceivedEvent, TestDatabase, TestPublisher, eventually, unique_name};
+use tokio::sync::mpsc;
+
+/// Where a test runs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// MariaDB, Redis and RabbitMQ.
+    Real,
+    /// SQLite, memory and the in-process bus.
+    Embedded,
+}
+
+/// For each `async fn name(backend: Backend)` listed, one test per backend:
+/// `real::name` and `embedded::name`.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::support::Backend::Real).await
+                }
+            )+
+        }
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::support::Backend::Embedded).await
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
+
+/// The service's database, to look behind the API.
+pub enum TestDb {
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+impl TestDb {
+    /// The single integer `sql` selects (written to run on both dialects).
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        match self {
+            TestDb::MySql(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            TestDb::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .expect("scalar query")
+    }
+
+    /// The single integer `sql` selects for the row with id `id` (bound to its one `?`).
+    pub async fn scalar_for(&self, sql: &'static str, id: uuid::Uuid) -> i64 {
+        match self {
+            TestDb::MySql(pool) => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await,
+            TestDb::Sqlite(pool) => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await,
+        }
+        .expect("scalar query")
+    }
+
+    async fn close(&self) {
+        match self {
+            TestDb::MySql(pool) => pool.close().await,
+            TestDb::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A directory of the test's own, removed when dropped (also when the test fails).
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the test created and must remove.
+enum Isolation {
+    Real { database: TestDatabase, extra_queues: Vec<String> },
+    Embedded { directory: TempDir, bus: InProcessBus, listeners: Shutdown },
+}
 
 pub struct TestApp {
+    pub backend: Backend,
     pub base: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub name: String,
-    pub pool: MySqlPool,
+    pub db: TestDb,
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    database: TestDatabase,
-    extra_queues: Vec<String>,
+    isolation: Isolation,
+    listeners: usize,
 }
 
 /// Settings for one isolated test run, pointed at the local servers.
@@ -43,37 +144,95 @@ pub fn test_settings(name: &str, database: &TestDatabase) -> Settings {
     settings
 }
 
+/// The in-process bus as the tests run it: retries as short as the real tests' retry queues.
+pub fn bus_settings() -> InProcessSettings {
+    InProcessSettings { retry_delays_ms: vec![100, 200], ..InProcessSettings::default() }
+}
+
 impl TestApp {
+    /// On the real servers.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }
 
-    /// Starts the service with test settings adjusted by `adjust`.
+    /// On the real servers, with test settings adjusted by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let name = unique_name();
         let database = TestDatabase::create().await.expect("create test database");
         let mut settings = test_settings(&name, &database);
         adjust(&mut settings);
-        Self::start(name, database, settings).await
-    }
-
-    async fn start(name: String, database: TestDatabase, settings: Settings) -> TestApp {
         init_telemetry();
         let application = Application::build(settings.clone()).await.expect("build order-service");
+        let pool = MySqlPool::connect(&database.url()).await.expect("connect to the test database");
+        let isolation = Isolation::Real { database, extra_queues: Vec::new() };
+        Self::run(Backend::Real, name, settings, application, TestDb::MySql(pool), isolation)
+    }
+
+    /// On `backend`, with the test settings.
+    pub async fn start(backend: Backend) -> TestApp {
+        match backend {
+            Backend::Real => Self::spawn().await,
+            Backend::Embedded => Self::embedded().await,
+        }
+    }
+
+    /// On SQLite, memory and the in-process bus, in a temporary directory of its own.
+    async fn embedded() -> TestApp {
+        init_telemetry();
+        let name = unique_name();
+        let directory = TempDir(std::env::temp_dir().join(&name));
+        let mut settings = Settings::default();
+        settings.http.host = "127.0.0.1".into();
+        settings.http.port = 0;
+        settings.shutdown.grace_period_seconds = 5;
+        settings.outbox.poll_interval_ms = 100;
+        settings.outbox.retry_base_ms = 100;
+        settings.outbox.retry_max_ms = 500;
+
+        let pool = sqlite::open(&directory.0.join("orders.db")).await.expect("open the order database");
+        let parked = ParkedStore::open(&directory.0.join("bus.db")).await.expect("open the bus database");
+        let mut runtime = Runtime::new();
+        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
+        let bus =
+            InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
+                .expect("bus settings");
+        let backends = Backends {
+            store: Arc::new(SqliteOrderStore::new(pool.clone(), settings.orders.write_batch_size)),
+            outbox: Arc::new(SqliteOutbox::new(pool.clone())),
+            cache: Arc::new(MemoryCache::default()),
+            bus: Arc::new(bus.clone()),
+            store_name: "sqlite",
+            cache_name: "memory",
+        };
+        let application = Application::assemble(settings.clone(), runtime, messaging_metrics, backends)
+            .await
+            .expect("assemble order-service");
+        let isolation = Isolation::Embedded { directory, bus, listeners: Shutdown::new() };
+        Self::run(Backend::Embedded, name, settings, application, TestDb::Sqlite(pool), isolation)
+    }
+
+    fn run(
+        backend: Backend,
+        name: String,
+        settings: Settings,
+        application: Application,
+        db: TestDb,
+        isolation: Isolation,
+    ) -> TestApp {
         let base = format!("http://127.0.0.1:{}", application.port());
         let shutdown = application.shutdown();
         let server = tokio::spawn(application.run_until_stopped());
-        let pool = MySqlPool::connect(&database.url()).await.expect("connect to the test database");
         TestApp {
+            backend,
             base,
             client: reqwest::Client::new(),
             settings,
             name,
-            pool,
+            db,
             shutdown,
             server,
-            database,
-            extra_queues: Vec::new(),
+            isolation,
+            listeners: 0,
         }
     }
 
@@ -90,27 +249,136 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
+        self.db.scalar(sql).await
     }
 
-    /// Declares a queue bound to the events exchange, to see what the service publishes.
-    pub async fn listen(&mut self, routing_key: &str) -> EventListener {
-        let queue = format!("{}.listener.{}", self.name, self.extra_queues.len());
-        self.extra_queues.push(queue.clone());
-        EventListener::start(&self.settings.rabbitmq.exchange, &queue, routing_key).await
+    /// A queue bound to `routing_key`, to see what the service publishes.
+    pub async fn listen(&mut self, routing_key: &str) -> Listener {
+        let queue = format!("{}.listener.{}", self.name, self.listeners);
+        self.listeners += 1;
+        match &mut self.isolation {
+            Isolation::Real { extra_queues, .. } => {
+                extra_queues.push(queue.clone());
+                let exchange = &self.settings.rabbitmq.exchange;
+                Listener::Broker(Box::new(EventListener::start(exchange, &queue, routing_key).await))
+            }
+            Isolation::Embedded { bus, listeners, .. } => {
+                let (events, received) = mpsc::unbounded_channel();
+                let connection = bus.connect(MessagingMetrics::unregistered(), listeners.clone());
+                connection
+                    .subscribe(Subscription {
+                        queue,
+                        routing_keys: vec![routing_key.to_owned()],
+                        handler: Arc::new(Recorder { events }),
+                    })
+                    .await
+                    .expect("subscribe a listener");
+                Listener::Bus(received)
+            }
+        }
+    }
+
+    /// Publishes an event envelope to the service's exchange (or bus), as another service would;
+    /// on the real broker, once the service consumes (a message no queue takes is dropped).
+    pub async fn publish(&self, routing_key: &str, event: &Value) {
+        let body = event.to_string().into_bytes();
+        let id = event["event_id"].as_str();
+        match &self.isolation {
+            Isolation::Real { .. } => {
+                test_support::wait_for_consumer(
+                    &self.settings.orders.processed_queue,
+                    Duration::from_secs(20),
+                )
+                .await;
+                let publisher =
+                    TestPublisher::connect(&self.settings.rabbitmq.exchange).await.expect("test publisher");
+                publisher.publish(routing_key, id, &body).await.expect("publish");
+            }
+            Isolation::Embedded { bus, .. } => {
+                let message = OutgoingMessage {
+                    event_id: id.and_then(|id| id.parse().ok()).unwrap_or_else(uuid::Uuid::now_v7),
+                    event_type: event["event_type"].as_str().unwrap_or_default().to_owned(),
+                    routing_key: routing_key.to_owned(),
+                    payload: body,
+                    headers: Default::default(),
+                    timestamp: chrono::Utc::now(),
+                };
+                let confirmed = bus.publish(&[message]).await;
+                assert!(confirmed.iter().all(Result::is_ok), "{confirmed:?}");
+            }
+        }
     }
 
     /// Stops the service and removes everything the test created.
     pub async fn cleanup(self) {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
-        self.pool.close().await;
-        let mut queues = self.extra_queues.clone();
-        queues.extend(QueueNames::new(&self.settings.orders.processed_queue, &self.settings.rabbitmq).all());
-        let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
-        let _ = test_support::delete_amqp(&queues, &exchanges).await;
-        let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
-        let _ = self.database.drop().await;
+        self.db.close().await;
+        match self.isolation {
+            Isolation::Real { database, extra_queues } => {
+                let mut queues = extra_queues;
+                queues.extend(
+                    QueueNames::new(&self.settings.orders.processed_queue, &self.settings.rabbitmq).all(),
+                );
+                let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
+                let _ = test_support::delete_amqp(&queues, &exchanges).await;
+                let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
+                let _ = database.drop().await;
+            }
+            Isolation::Embedded { directory, bus, listeners } => {
+                listeners.trigger();
+                bus.parked_store().close().await;
+                drop(directory);
+            }
+        }
+    }
+}
+
+/// Events a test listener received.
+pub enum Listener {
+    Broker(Box<EventListener>),
+    Bus(mpsc::UnboundedReceiver<ReceivedEvent>),
+}
+
+impl Listener {
+    /// The next event, or `None` after `wait` without one.
+    pub async fn next(&mut self, wait: Duration) -> Option<ReceivedEvent> {
+        match self {
+            Listener::Broker(listener) => listener.next(wait).await,
+            Listener::Bus(received) => tokio::time::timeout(wait, received.recv()).await.ok()?,
+        }
+    }
+
+    /// Collects events until `count` have arrived or `wait` passes without a new one.
+    pub async fn collect(&mut self, count: usize, wait: Duration) -> Vec<ReceivedEvent> {
+        let mut events = Vec::new();
+        while events.len() < count {
+            match self.next(wait).await {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        events
+    }
+}
+
+/// A consumer on the in-process bus that hands every delivery to the test.
+struct Recorder {
+    events: mpsc::UnboundedSender<ReceivedEvent>,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
+        for delivery in batch {
+            let _ = self.events.send(ReceivedEvent {
+                body: serde_json::from_slice(&delivery.payload).unwrap_or(Value::Null),
+                message_id: delivery.message_id.clone(),
+                headers: delivery.headers.clone(),
+                routing_key: delivery.routing_key.clone(),
+            });
+        }
+        vec![Ok(Handled::Processed); batch.len()]
     }
 }
 

@@ -4,6 +4,7 @@
 //! of orders counted). A write never replaces a newer version, so a slow reader that loaded old
 //! data cannot overwrite what a writer has just refreshed.
 
+pub mod memory;
 pub mod redis;
 
 use std::time::Duration;

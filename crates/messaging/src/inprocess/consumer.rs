@@ -1,0 +1,240 @@
+//! One queue's consumer: batches of what has arrived, and the decision for each delivery (ack,
+//! delayed retry, or parking), exactly as the RabbitMQ consumer decides; plus the replayer that
+//! brings replayed parked messages back to it.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use futures::{FutureExt, future::join_all};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::{Hub, Pending, Queue, parked::Replay};
+use crate::{
+    Delivery, EventHandler, HandleError, Handled, MessagingMetrics,
+    metrics::{DeadLetterLabels, OutcomeLabels, QueueLabels},
+};
+use platform::Shutdown;
+
+pub(super) struct Consumer {
+    pub queue: Arc<Queue>,
+    pub handler: Arc<dyn EventHandler>,
+    pub hub: Arc<Hub>,
+    pub metrics: MessagingMetrics,
+    pub shutdown: Shutdown,
+}
+
+impl Consumer {
+    /// Runs the consumer and its replayer as tasks that the shutdown waits for.
+    pub fn start(self, receiver: mpsc::UnboundedReceiver<Pending>) {
+        let consumer = Arc::new(self);
+        consumer.shutdown.spawn(consumer.clone().consume(receiver));
+        consumer.shutdown.spawn(consumer.clone().replay());
+    }
+
+    async fn consume(self: Arc<Self>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+        info!(event = "consumer_started", queue = %self.queue.name, "consumer started");
+        let batch_size = self.hub.settings.batch_size;
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = self.shutdown.requested() => break,
+                next = receiver.recv() => match next {
+                    Some(pending) => pending,
+                    None => break,
+                },
+            };
+            let mut batch = vec![first];
+            // Take what has already arrived, never wait for more.
+            while batch.len() < batch_size {
+                match receiver.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+            self.queue.ready.fetch_sub(batch.len(), Ordering::SeqCst);
+            self.process(batch).await;
+        }
+        // Whatever is still queued is dropped with the receiver: its publishers see it
+        // unconfirmed, and their outbox publishes it again after the restart.
+        info!(event = "consumer_stopped", queue = %self.queue.name, "consumer stopped");
+    }
+
+    /// Hands `batch` to the handler, then settles every delivery.
+    async fn process(&self, batch: Vec<Pending>) {
+        let deliveries: Vec<Delivery> = batch.iter().map(|pending| pending.delivery.clone()).collect();
+        let started = Instant::now();
+        let outcomes = self.handle(&deliveries).await;
+        self.metrics
+            .processing_duration
+            .get_or_create(&QueueLabels { queue: self.queue.name.clone() })
+            .observe(started.elapsed().as_secs_f64());
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            self.settle(pending, outcome).await;
+        }
+    }
+
+    /// Runs the handler; a panic or a missing outcome counts as a transient failure.
+    async fn handle(&self, deliveries: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
+        let mut outcomes = match AssertUnwindSafe(self.handler.handle(deliveries)).catch_unwind().await {
+            Ok(outcomes) => outcomes,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                error!(event = "handler_panicked", queue = %self.queue.name, panic = %message, "handler panicked");
+                vec![Err(HandleError::Transient(format!("handler panicked: {message}"))); deliveries.len()]
+            }
+        };
+        if outcomes.len() != deliveries.len() {
+            error!(
+                event = "handler_outcome_mismatch",
+                queue = %self.queue.name,
+                deliveries = deliveries.len(),
+                outcomes = outcomes.len(),
+                "handler returned a wrong number of outcomes"
+            );
+            outcomes.resize(
+                deliveries.len(),
+                Err(HandleError::Transient("the handler returned no outcome".into())),
+            );
+        }
+        outcomes
+    }
+
+    async fn settle(&self, pending: Pending, outcome: Result<Handled, HandleError>) {
+        match outcome {
+            Ok(handled) => {
+                if let Some(id) = pending.replay_of
+                    && let Err(error) = self.hub.parked.remove(id).await
+                {
+                    warn!(event = "replay_settle_failed", queue = %self.queue.name, error = %error, "cannot unpark a handled message; it will be delivered again");
+                    let _ = pending.reply.send(Err(format!("cannot unpark message {id}: {error}")));
+                    return;
+                }
+                self.count(if handled == Handled::Processed { "ack" } else { "duplicate" });
+                let _ = pending.reply.send(Ok(()));
+            }
+            Err(HandleError::Permanent(reason)) => self.park(pending, reason, "permanent").await,
+            Err(HandleError::Transient(reason)) => {
+                // Attempt n (1-based) waits the n-th delay, as in the broker's n-th retry queue.
+                let retry = usize::try_from(pending.delivery.attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+                match self.hub.settings.retry_delays().get(retry) {
+                    Some(&delay) => {
+                        warn!(
+                            event = "delivery_retry",
+                            queue = %self.queue.name,
+                            message_id = pending.delivery.message_id.as_deref().unwrap_or_default(),
+                            attempt = pending.delivery.attempt,
+                            reason = %reason,
+                            "delivery failed, retrying later"
+                        );
+                        self.metrics
+                            .retried
+                            .get_or_create(&QueueLabels { queue: self.queue.name.clone() })
+                            .inc();
+                        self.count("retry");
+                        self.retry_later(pending, delay);
+                    }
+                    None => self.park(pending, reason, "retries_exhausted").await,
+                }
+            }
+        }
+    }
+
+    /// Sends `pending` back to the queue after `delay`, as its next attempt. Dropped at shutdown:
+    /// its publisher then sees it unconfirmed.
+    fn retry_later(&self, mut pending: Pending, delay: std::time::Duration) {
+        pending.delivery.attempt = pending.delivery.attempt.saturating_add(1);
+        let queue = self.queue.clone();
+        let shutdown = self.shutdown.clone();
+        self.shutdown.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {
+                    queue.send(pending);
+                }
+                () = shutdown.requested() => {}
+            }
+        });
+    }
+
+    /// Stores `pending` in the dead-letter store; confirmed only once it is stored.
+    async fn park(&self, pending: Pending, reason: String, label: &'static str) {
+        warn!(
+            event = "delivery_dead_lettered",
+            queue = %self.queue.name,
+            message_id = pending.delivery.message_id.as_deref().unwrap_or_default(),
+            reason = %reason,
+            kind = label,
+            "parking the delivery in the dead-letter queue"
+        );
+        let stored = match pending.replay_of {
+            Some(id) => self.hub.parked.park_again(id, &reason).await,
+            None => self.hub.parked.park(&self.queue.name, &pending.delivery, &reason).await,
+        };
+        match stored {
+            Ok(()) => {
+                self.metrics
+                    .dead_lettered
+                    .get_or_create(&DeadLetterLabels { queue: self.queue.name.clone(), reason: label })
+                    .inc();
+                self.count("dead_lettered");
+                let _ = pending.reply.send(Ok(()));
+            }
+            Err(error) => {
+                error!(event = "park_failed", queue = %self.queue.name, error = %error, "cannot park a delivery; it stays unconfirmed");
+                let _ = pending.reply.send(Err(format!("cannot park the message: {error}")));
+            }
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics.consumed.get_or_create(&OutcomeLabels { queue: self.queue.name.clone(), outcome }).inc();
+    }
+
+    /// Delivers replayed parked messages, oldest first: when asked, and on a poll for replays asked
+    /// from another process. Each batch is settled before the next is read.
+    async fn replay(self: Arc<Self>) {
+        let batch_size = self.hub.settings.batch_size;
+        let poll = self.hub.settings.replay_poll_interval();
+        loop {
+            let mut more = false;
+            match self.hub.parked.replays(&self.queue.name, batch_size).await {
+                Ok(replays) if !replays.is_empty() => {
+                    let full = replays.len() == batch_size;
+                    info!(event = "parked_replayed", queue = %self.queue.name, count = replays.len(), "delivering replayed messages");
+                    let mut answers = Vec::with_capacity(replays.len());
+                    for Replay { id, delivery } in replays {
+                        let (reply, answer) = oneshot::channel();
+                        if !self.queue.send(Pending { delivery, replay_of: Some(id), reply }) {
+                            return;
+                        }
+                        answers.push(answer);
+                    }
+                    let settled = tokio::select! {
+                        settled = join_all(answers) => settled,
+                        () = self.shutdown.requested() => return,
+                    };
+                    more = full && settled.iter().all(|answer| matches!(answer, Ok(Ok(()))));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(event = "replay_read_failed", queue = %self.queue.name, error = %error, "cannot read replayed messages");
+                }
+            }
+            if more {
+                continue;
+            }
+            tokio::select! {
+                () = self.queue.replays.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                () = self.shutdown.requested() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The in-process bus's dead-letter queues: parked messages in a SQLite file, so that they
+//! survive restarts like messages in a broker's dead-letter queue do.
+//!
+//! A row is either parked, or waiting to be delivered again (an operator replayed it). A replayed
+//! row stays until its queue's consumer has handled it: it is deleted once handled, or parked
+//! again with the new reason; a crash in between delivers it again after the restart.
+
+use std::{collections::BTreeMap, path::Path};
+
+use chrono::Utc;
+use platform::sqlite::{begin_write, time_text};
+use sqlx::{QueryBuilder, SqlitePool};
+
+use crate::{Delivery, ParkedMessage, rabbitmq::headers};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inprocess-bus/sqlite");
+
+/// A parked message waiting to be delivered again, with its row id.
+pub(crate) struct Replay {
+    pub id: i64,
+    pub delivery: Delivery,
+}
+
+#[derive(Clone)]
+pub struct ParkedStore {
+    pool: SqlitePool,
+}
+
+type ParkedRow = (i64, Option<String>, Option<String>, String, String, Vec<u8>, String, String);
+
+const PARKED_COLUMNS: &str = "id, message_id, event_type, routing_key, headers, payload, reason, parked_at";
+
+impl ParkedStore {
+    /// Opens (creating it if needed) the store in the SQLite file at `path`.
+    pub async fn open(path: &Path) -> Result<ParkedStore, platform::sqlite::SqliteError> {
+        Ok(ParkedStore { pool: platform::sqlite::open(path, &MIGRATOR).await? })
+    }
+
+    pub(crate) async fn park(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO parked_messages \
+             (queue, message_id, event_type, routing_key, headers, payload, reason, parked_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(queue)
+        .bind(delivery.message_id.as_deref())
+        .bind(delivery.event_type.as_deref())
+        .bind(&delivery.routing_key)
+        .bind(serde_json::to_string(&delivery.headers).unwrap_or_else(|_| "{}".into()))
+        .bind(&delivery.payload)
+        .bind(reason)
+        .bind(time_text(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A replayed message failed again: back to parked, with the new reason.
+    pub(crate) async fn park_again(&self, id: i64, reason: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE parked_messages SET replay = 0, reason = ?, parked_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(time_text(Utc::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A replayed message was handled: it is no longer parked.
+    pub(crate) async fn remove(&self, id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM parked_messages WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` messages of `queue` waiting to be delivered again, oldest first.
+    pub(crate) async fn replays(&self, queue: &str, limit: usize) -> Result<Vec<Replay>, sqlx::Error> {
+        let rows = self.rows(queue, true, limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, message_id, event_type, routing_key, headers, payload, _, _)| Replay {
+                id,
+                delivery: Delivery {
+                    message_id,
+                    event_type,
+                    routing_key,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    payload,
+                    attempt: 1,
+                    redelivered: false,
+                },
+            })
+            .collect())
+    }
+
+    /// Up to `limit` messages parked for `queue`, oldest first; they stay parked.
+    pub async fn list(&self, queue: &str, limit: usize) -> Result<Vec<ParkedMessage>, sqlx::Error> {
+        let rows = self.rows(queue, false, limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(_, message_id, event_type, routing_key, headers, payload, reason, parked_at)| {
+                let mut headers: BTreeMap<String, String> =
+                    serde_json::from_str(&headers).unwrap_or_default();
+                headers.insert(headers::DEATH_REASON.into(), reason.clone());
+                headers.insert(headers::FAILED_AT.into(), parked_at);
+                headers.insert(headers::ORIGINAL_ROUTING_KEY.into(), routing_key.clone());
+                ParkedMessage {
+                    message_id,
+                    event_type,
+                    routing_key,
+                    reason: Some(reason),
+                    headers,
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
+                }
+            })
+            .collect())
+    }
+
+    /// Marks up to `limit` parked messages of `queue` (oldest first) for delivery again; returns
+    /// how many. The consumer of `queue` picks them up, now or when it next runs.
+    pub async fn request_replay(&self, queue: &str, limit: usize) -> Result<usize, sqlx::Error> {
+        let mut tx = begin_write(&self.pool).await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM parked_messages WHERE queue = ? AND replay = 0 ORDER BY id LIMIT ?",
+        )
+        .bind(queue)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
+            let mut update = QueryBuilder::new("UPDATE parked_messages SET replay = 1 WHERE id IN (");
+            let mut separated = update.separated(", ");
+            for id in &ids {
+                separated.push_bind(*id);
+            }
+            update.push(")");
+            update.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len())
+    }
+
+    /// Messages of `queue` waiting to be delivered again, and messages parked.
+    pub async fn counts(&self, queue: &str) -> Result<(u32, u32), sqlx::Error> {
+        let (replaying, parked): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(replay = 1), 0), COALESCE(SUM(replay = 0), 0) \
+             FROM parked_messages WHERE queue = ?",
+        )
+        .bind(queue)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((u32::try_from(replaying).unwrap_or(u32::MAX), u32::try_from(parked).unwrap_or(u32::MAX)))
+    }
+
+    async fn rows(&self, queue: &str, replay: bool, limit: usize) -> Result<Vec<ParkedRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {PARKED_COLUMNS} FROM parked_messages WHERE queue = ? AND replay = ? ORDER BY id LIMIT ?"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .bind(replay)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

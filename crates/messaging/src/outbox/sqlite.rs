@@ -1,0 +1,293 @@
+//! The outbox in SQLite (table `outbox`, created by each service's SQLite migrations), for the
+//! embedded mode.
+//!
+//! SQLite has no `SKIP LOCKED`: one relay per database is assumed. A claim reads and leases its
+//! rows inside one `BEGIN IMMEDIATE` transaction, so it cannot interleave with another writer.
+//! Times are stored as fixed-width UTC text (see `platform::sqlite`), compared as text.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{TimeDelta, Utc};
+use platform::sqlite::{begin_write, parse_time, time_text};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{Backlog, OutboxError, OutboxRecord, OutboxStore};
+use crate::OutgoingMessage;
+
+const MAX_ERROR_LENGTH: usize = 1000;
+
+/// Writes `messages` into the outbox on `connection`, inside the caller's (write) transaction.
+pub async fn enqueue(
+    connection: &mut SqliteConnection,
+    messages: &[OutgoingMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO outbox (event_id, event_type, routing_key, payload, headers, created_at, available_at) ",
+    );
+    insert.push_values(messages, |mut row, message| {
+        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
+        let created_at = time_text(message.timestamp);
+        row.push_bind(message.event_id)
+            .push_bind(message.event_type.clone())
+            .push_bind(message.routing_key.clone())
+            .push_bind(message.payload.clone())
+            .push_bind(headers)
+            .push_bind(created_at.clone())
+            .push_bind(created_at);
+    });
+    insert.build().execute(connection).await?;
+    Ok(())
+}
+
+pub struct SqliteOutbox {
+    pool: SqlitePool,
+}
+
+impl SqliteOutbox {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteOutbox { pool }
+    }
+
+    /// Makes every unpublished row due now. Call once at start, before the relay runs: with one
+    /// relay per database, a lease still running was taken by a process that is gone, and its
+    /// rows should not wait for it to end.
+    pub async fn release_leases(&self) -> Result<u64, OutboxError> {
+        let now = time_text(Utc::now());
+        let released =
+            sqlx::query("UPDATE outbox SET available_at = ? WHERE published_at IS NULL AND available_at > ?")
+                .bind(&now)
+                .bind(&now)
+                .execute(&self.pool)
+                .await?;
+        Ok(released.rows_affected())
+    }
+}
+
+type ClaimedRow = (i64, Uuid, String, String, Vec<u8>, String, String, i64);
+
+/// Appends ` WHERE id IN (?, ?, …)` binding `ids`.
+fn where_id_in(query: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
+    query.push(" WHERE id IN (");
+    let mut separated = query.separated(", ");
+    for id in ids {
+        separated.push_bind(*id);
+    }
+    query.push(")");
+}
+
+/// `delay` as a time offset, capped at a century so that date arithmetic cannot overflow.
+fn offset(delay: Duration) -> TimeDelta {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    TimeDelta::from_std(delay.min(CENTURY)).unwrap_or_default()
+}
+
+fn after(delay: Duration) -> String {
+    time_text(Utc::now() + offset(delay))
+}
+
+#[async_trait]
+impl OutboxStore for SqliteOutbox {
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let mut tx = begin_write(&self.pool).await?;
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "SELECT id, event_id, event_type, routing_key, payload, headers, created_at, attempts \
+             FROM outbox WHERE published_at IS NULL AND available_at <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(time_text(Utc::now()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+        let mut lease_update =
+            QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1, available_at = ");
+        lease_update.push_bind(after(lease));
+        where_id_in(&mut lease_update, &ids);
+        lease_update.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+
+        rows.into_iter()
+            .map(|(id, event_id, event_type, routing_key, payload, headers, created_at, attempts)| {
+                let headers: BTreeMap<String, String> = serde_json::from_str(&headers)
+                    .map_err(|e| OutboxError::Corrupt { id, reason: format!("headers: {e}") })?;
+                let timestamp = parse_time(&created_at)
+                    .map_err(|e| OutboxError::Corrupt { id, reason: format!("created_at: {e}") })?;
+                Ok(OutboxRecord {
+                    id,
+                    message: OutgoingMessage {
+                        event_id,
+                        event_type,
+                        routing_key,
+                        payload,
+                        headers,
+                        timestamp,
+                    },
+                    attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX).saturating_add(1),
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::new("UPDATE outbox SET last_error = NULL, published_at = ");
+        query.push_bind(time_text(Utc::now()));
+        where_id_in(&mut query, ids);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, ids: &[i64], retry_after: Duration, error: &str) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let error: String = error.chars().take(MAX_ERROR_LENGTH).collect();
+        let mut query = QueryBuilder::new("UPDATE outbox SET available_at = ");
+        query.push_bind(after(retry_after)).push(", last_error = ").push_bind(error);
+        where_id_in(&mut query, ids);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog, OutboxError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let pending: i64 = row.try_get("pending")?;
+        let oldest: Option<String> = row.try_get("oldest")?;
+        let oldest_age = match oldest {
+            Some(text) => Some((Utc::now() - parse_time(&text)?).to_std().unwrap_or_default()),
+            None => None,
+        };
+        Ok(Backlog { pending: u64::try_from(pending).unwrap_or_default(), oldest_age })
+    }
+
+    async fn purge_published(&self, older_than: Duration, limit: u32) -> Result<u64, OutboxError> {
+        let cutoff = Utc::now() - offset(older_than);
+        let result = sqlx::query(
+            "DELETE FROM outbox WHERE id IN \
+             (SELECT id FROM outbox WHERE published_at < ? ORDER BY id LIMIT ?)",
+        )
+        .bind(time_text(cutoff))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A directory of the test's own, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The services' outbox table, in a database file of its own.
+    async fn outbox() -> (SqliteOutbox, TempDir) {
+        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+        let directory = std::env::temp_dir().join(format!("outbox-sqlite-{}", Uuid::new_v4().simple()));
+        let pool = platform::sqlite::open(&directory.join("outbox.db"), &MIGRATOR).await.unwrap();
+        sqlx::raw_sql(include_str!(
+            "../../../../migrations/order-service/sqlite/20261124000002_create_outbox.sql"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        (SqliteOutbox::new(pool), TempDir(directory))
+    }
+
+    fn message(n: u32) -> OutgoingMessage {
+        OutgoingMessage {
+            event_id: Uuid::now_v7(),
+            event_type: "OrderCreated".into(),
+            routing_key: "order.created".into(),
+            payload: format!(r#"{{"n": {n}}}"#).into_bytes(),
+            headers: BTreeMap::from([("traceparent".to_owned(), "00-abc-def-01".to_owned())]),
+            // Stored to the microsecond, as in MySQL.
+            timestamp: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+        }
+    }
+
+    async fn enqueue_all(outbox: &SqliteOutbox, messages: &[OutgoingMessage]) {
+        let mut tx = begin_write(&outbox.pool).await.unwrap();
+        enqueue(&mut tx, messages).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn claims_lease_rows_oldest_first_until_published() {
+        let (outbox, directory) = outbox().await;
+        let messages: Vec<_> = (0..5).map(message).collect();
+        enqueue_all(&outbox, &messages).await;
+        assert_eq!(outbox.backlog().await.unwrap().pending, 5);
+
+        let first = outbox.claim(3, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(first.iter().map(|r| r.message.clone()).collect::<Vec<_>>(), messages[..3].to_vec());
+        assert!(first.iter().all(|record| record.attempts == 1));
+        // Leased rows are not claimed again while the lease runs.
+        let second = outbox.claim(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(second.len(), 2);
+        assert!(outbox.claim(10, Duration::from_secs(30)).await.unwrap().is_empty());
+
+        outbox.mark_published(&first.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
+        let backlog = outbox.backlog().await.unwrap();
+        assert_eq!(backlog.pending, 2);
+        assert!(backlog.oldest_age.is_some());
+
+        // A failed publish makes the rows due after the backoff, with one more attempt counted.
+        let ids: Vec<i64> = second.iter().map(|r| r.id).collect();
+        outbox.mark_failed(&ids, Duration::ZERO, "broker down").await.unwrap();
+        let retried = outbox.claim(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(retried.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+        assert!(retried.iter().all(|record| record.attempts == 2));
+        outbox.pool.close().await;
+        drop(directory);
+    }
+
+    #[tokio::test]
+    async fn a_restart_releases_the_leases_of_the_process_before() {
+        let (outbox, directory) = outbox().await;
+        enqueue_all(&outbox, &[message(1), message(2)]).await;
+        assert_eq!(outbox.claim(10, Duration::from_secs(3600)).await.unwrap().len(), 2);
+        assert_eq!(outbox.release_leases().await.unwrap(), 2);
+        assert_eq!(outbox.claim(10, Duration::from_secs(3600)).await.unwrap().len(), 2);
+        outbox.pool.close().await;
+        drop(directory);
+    }
+
+    #[tokio::test]
+    async fn old_published_rows_are_purged() {
+        let (outbox, directory) = outbox().await;
+        enqueue_all(&outbox, &[message(1), message(2), message(3)]).await;
+        let claimed = outbox.claim(2, Duration::from_secs(30)).await.unwrap();
+        outbox.mark_published(&claimed.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(outbox.purge_published(Duration::from_secs(3600), 10).await.unwrap(), 0, "too recent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(outbox.purge_published(Duration::ZERO, 1).await.unwrap(), 1, "at most the limit");
+        assert_eq!(outbox.purge_published(Duration::ZERO, 10).await.unwrap(), 1);
+        assert_eq!(outbox.backlog().await.unwrap().pending, 1, "unpublished rows stay");
+        outbox.pool.close().await;
+        drop(directory);
+    }
+}

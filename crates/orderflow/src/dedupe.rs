@@ -1,0 +1,188 @@
+//! The notification worker's deduplication store on SQLite: the same claim / sent / release
+//! protocol as the Redis store, kept in a file so that a notification sent before a restart is
+//! not sent again after it.
+
+use std::{path::Path, time::Duration};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use notification_worker::dedupe::{Claim, Dedupe, DedupeError};
+use platform::sqlite::{Durability, SqliteError, time_text};
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/notification-worker/sqlite");
+
+const PENDING: &str = "pending";
+const SENT: &str = "sent";
+
+pub struct SqliteDedupe {
+    pool: SqlitePool,
+    claim_ttl: Duration,
+    sent_ttl: Duration,
+}
+
+fn unavailable(error: sqlx::Error) -> DedupeError {
+    DedupeError::Unavailable(error.to_string())
+}
+
+/// Now plus `ttl`, in the stored time format (capped at a century: no date overflow).
+fn expiry(ttl: Duration) -> String {
+    let ttl =
+        chrono::TimeDelta::from_std(ttl.min(Duration::from_secs(100 * 365 * 24 * 3600))).unwrap_or_default();
+    time_text(Utc::now() + ttl)
+}
+
+/// Opens (creating and migrating it if needed) the deduplication database at `path`. Its commits
+/// survive the process crashing but not a power cut: like Redis in production, a lost mark costs
+/// at most a notification sent twice, and not syncing each one keeps the worker from holding up
+/// the bus.
+pub async fn open(path: &Path) -> Result<SqlitePool, SqliteError> {
+    platform::sqlite::open_with(path, &MIGRATOR, Durability::ProcessCrash).await
+}
+
+impl SqliteDedupe {
+    pub fn new(pool: SqlitePool, claim_ttl: Duration, sent_ttl: Duration) -> Self {
+        SqliteDedupe { pool, claim_ttl, sent_ttl }
+    }
+
+    /// Forgets what has expired and every claim in progress. Call once at start: this process is
+    /// the store's only user, so a claim still held was held by a process that is gone (its
+    /// delivery comes again, and must not wait for the claim to expire).
+    pub async fn forget_claims(&self) -> Result<u64, sqlx::Error> {
+        let forgotten = sqlx::query("DELETE FROM notifications WHERE status = ? OR expires_at <= ?")
+            .bind(PENDING)
+            .bind(time_text(Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(forgotten.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Dedupe for SqliteDedupe {
+    async fn claim(&self, channel: &str, event_id: Uuid) -> Result<Claim, DedupeError> {
+        // Taken when absent or expired, in one statement.
+        let claimed = sqlx::query(
+            "INSERT INTO notifications (channel, event_id, status, expires_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (channel, event_id) DO UPDATE SET status = excluded.status, \
+             expires_at = excluded.expires_at WHERE notifications.expires_at <= ?",
+        )
+        .bind(channel)
+        .bind(event_id)
+        .bind(PENDING)
+        .bind(expiry(self.claim_ttl))
+        .bind(time_text(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Claim::Acquired);
+        }
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM notifications WHERE channel = ? AND event_id = ?")
+                .bind(channel)
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        // Gone in between means a claim was just given up: someone may be sending, so try later.
+        Ok(if status.as_deref() == Some(SENT) { Claim::AlreadySent } else { Claim::InProgress })
+    }
+
+    async fn mark_sent(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError> {
+        sqlx::query(
+            "INSERT INTO notifications (channel, event_id, status, expires_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (channel, event_id) DO UPDATE SET status = excluded.status, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(channel)
+        .bind(event_id)
+        .bind(SENT)
+        .bind(expiry(self.sent_ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError> {
+        sqlx::query("DELETE FROM notifications WHERE channel = ? AND event_id = ?")
+            .bind(channel)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), DedupeError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A directory of the test's own, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            TempDir(std::env::temp_dir().join(format!("orderflow-dedupe-{}", Uuid::new_v4().simple())))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_once_and_remembers_across_restarts() {
+        let directory = TempDir::new();
+        let path = directory.0.join("notifications.db");
+        let ttl = Duration::from_secs(60);
+        let dedupe = SqliteDedupe::new(open(&path).await.unwrap(), ttl, ttl);
+        let (sent, interrupted, failed) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+
+        assert_eq!(dedupe.claim("log", sent).await.unwrap(), Claim::Acquired);
+        assert_eq!(dedupe.claim("log", sent).await.unwrap(), Claim::InProgress);
+        assert_eq!(dedupe.claim("webhook", sent).await.unwrap(), Claim::Acquired, "per channel");
+        dedupe.mark_sent("log", sent).await.unwrap();
+        assert_eq!(dedupe.claim("log", sent).await.unwrap(), Claim::AlreadySent);
+
+        assert_eq!(dedupe.claim("log", failed).await.unwrap(), Claim::Acquired);
+        dedupe.release("log", failed).await.unwrap();
+        assert_eq!(dedupe.claim("log", failed).await.unwrap(), Claim::Acquired, "a released claim is free");
+
+        assert_eq!(dedupe.claim("log", interrupted).await.unwrap(), Claim::Acquired);
+        dedupe.ping().await.unwrap();
+        dedupe.pool.close().await;
+
+        // After a restart: what was sent stays sent; what was in progress may be sent now.
+        let reopened = SqliteDedupe::new(open(&path).await.unwrap(), ttl, ttl);
+        // The three claims left pending: webhook/sent, log/failed (taken again), log/interrupted.
+        assert_eq!(reopened.forget_claims().await.unwrap(), 3);
+        assert_eq!(reopened.claim("log", sent).await.unwrap(), Claim::AlreadySent);
+        assert_eq!(reopened.claim("log", interrupted).await.unwrap(), Claim::Acquired);
+        reopened.pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_can_be_taken_again() {
+        let directory = TempDir::new();
+        let pool = open(&directory.0.join("n.db")).await.unwrap();
+        let dedupe = SqliteDedupe::new(pool, Duration::from_millis(50), Duration::from_secs(60));
+        let event = Uuid::now_v7();
+        assert_eq!(dedupe.claim("log", event).await.unwrap(), Claim::Acquired);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(dedupe.claim("log", event).await.unwrap(), Claim::Acquired);
+        dedupe.pool.close().await;
+    }
+}

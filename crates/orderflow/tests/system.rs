@@ -1,0 +1,220 @@
+//! The one-process system end to end: an order goes through all three services, and orders
+//! accepted before a crash (`kill -9`) are each processed exactly once after the restart.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use orderflow::{Orderflow, Runtimes, Settings};
+use serde_json::{Value, json};
+use test_support::{eventually, unique_name};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A data directory of its own, removed on drop.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new() -> DataDir {
+        DataDir(std::env::temp_dir().join(unique_name()))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn order(customer: &str, amount: &str) -> Value {
+    let amount: Value = serde_json::from_str(amount).unwrap();
+    json!({"customer_id": customer, "product_id": "product-456", "quantity": 2, "total_amount": amount})
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+#[tokio::test]
+async fn an_order_goes_through_all_three_services() {
+    let data = DataDir::new();
+    let settings = Settings {
+        data_dir: data.0.clone(),
+        order_port: 0,
+        analytics_port: 0,
+        notification_port: 0,
+        ..Settings::default()
+    };
+    let runtimes = Runtimes::current();
+    let running = Orderflow::assemble(&settings, &runtimes).await.expect("assemble").run(&runtimes);
+    let url =
+        |service: &str, path: &str| format!("http://127.0.0.1:{}{path}", running.port(service).unwrap());
+    let client = reqwest::Client::new();
+
+    let created =
+        client.post(url("order-service", "/orders")).json(&order("customer-123", "99.99")).send().await;
+    let created = created.unwrap();
+    assert_eq!(created.status(), 201);
+    let created = json_of(created).await;
+    let path = format!("/orders/{}", created["id"].as_str().unwrap());
+
+    let processed = eventually(Duration::from_secs(10), "the order processed", || async {
+        let current = json_of(client.get(url("order-service", &path)).send().await.unwrap()).await;
+        (current["status"] == "processed").then_some(current)
+    })
+    .await;
+    assert_eq!(processed["id"], created["id"]);
+
+    let summary =
+        json_of(client.get(url("analytics-service", "/analytics/summary")).send().await.unwrap()).await;
+    assert_eq!(summary["total_orders"], 1);
+    assert_eq!(summary["total_revenue"].to_string(), "99.99");
+    assert_eq!(summary["total_quantity"], 2);
+
+    // The worker notified both events, once each.
+    eventually(Duration::from_secs(10), "two notifications sent", || async {
+        let metrics =
+            client.get(url("notification-worker", "/metrics")).send().await.ok()?.text().await.ok()?;
+        metrics.contains(r#"notifications_sent_total{channel="log",outcome="sent"} 2"#).then_some(())
+    })
+    .await;
+
+    for service in ["order-service", "analytics-service", "notification-worker"] {
+        let ready = client.get(url(service, "/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "{service}");
+        assert_eq!(json_of(ready).await["checks"]["sqlite"]["status"], "up", "{service}");
+    }
+
+    running.stop(Duration::ZERO).await;
+    running.wait().await.expect("every service stops cleanly");
+}
+
+/// The `orderflow` binary running on a data directory, and the URLs it printed.
+struct Process {
+    child: Child,
+    urls: BTreeMap<String, String>,
+}
+
+impl Process {
+    async fn start(data: &Path) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ORDERFLOW_DATA_DIR", data)
+            .env("ORDERFLOW_ORDER_PORT", "0")
+            .env("ORDERFLOW_ANALYTICS_PORT", "0")
+            .env("ORDERFLOW_NOTIFICATION_PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start orderflow");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut urls = BTreeMap::new();
+        let started = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read the log") {
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+                match entry["event"].as_str() {
+                    Some("listening") => {
+                        let service = entry["service"].as_str().unwrap().to_owned();
+                        urls.insert(service, entry["url"].as_str().unwrap().to_owned());
+                    }
+                    Some("ready") => return true,
+                    _ => {}
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(started, Ok(true), "orderflow did not start");
+        // Keep reading, so that the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Process { child, urls }
+    }
+
+    fn url(&self, service: &str, path: &str) -> String {
+        format!("{}{path}", self.urls[service])
+    }
+}
+
+#[tokio::test]
+async fn orders_accepted_before_a_crash_are_each_processed_once_after_the_restart() {
+    let data = DataDir::new();
+    let client = reqwest::Client::new();
+    let mut first = Process::start(&data.0).await;
+
+    let amounts: Vec<String> = (1..=200).map(|i| format!("{}.{:02}", i, i % 100)).collect();
+    let posts = amounts.iter().map(|amount| {
+        client.post(first.url("order-service", "/orders")).json(&order("crash", amount)).send()
+    });
+    let mut accepted = HashSet::new();
+    for response in futures::future::join_all(posts).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 201);
+        accepted.insert(json_of(response).await["id"].as_str().unwrap().to_owned());
+    }
+    // No goodbye: whatever is in flight in the outboxes, the bus and the consumers stops here.
+    first.child.kill().await.unwrap();
+
+    let second = Process::start(&data.0).await;
+    let expected_revenue: i64 =
+        amounts.iter().map(|a| (a.parse::<f64>().unwrap() * 100.0).round() as i64).sum();
+    let summary_url = second.url("analytics-service", "/analytics/summary");
+    let summary = eventually(Duration::from_secs(60), "every accepted order counted", || async {
+        let summary = json_of(client.get(&summary_url).send().await.ok()?).await;
+        (summary["total_orders"] == 200).then_some(summary)
+    })
+    .await;
+    let revenue = (summary["total_revenue"].as_f64().unwrap() * 100.0).round() as i64;
+    assert_eq!(revenue, expected_revenue, "each order counted once: {summary}");
+
+    let processed = eventually(Duration::from_secs(60), "every order processed", || async {
+        let mut processed = HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/orders?limit=100&cursor={cursor}"),
+                None => "/orders?limit=100".to_owned(),
+            };
+            let page = json_of(client.get(second.url("order-service", &path)).send().await.ok()?).await;
+            for order in page["orders"].as_array()? {
+                if order["status"] == "processed" {
+                    processed.insert(order["id"].as_str()?.to_owned());
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        (processed.len() == accepted.len()).then_some(processed)
+    })
+    .await;
+    assert_eq!(processed, accepted);
+
+    // Quiet now, and still exact: nothing was counted twice late.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = json_of(client.get(&summary_url).send().await.unwrap()).await;
+    assert_eq!(again["total_orders"], 200);
+    assert_eq!(again["total_revenue"], summary["total_revenue"]);
+
+    // The operator command reads the same data directory while the system runs.
+    let parked = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["parked", "list"])
+        .env_clear()
+        .env("ORDERFLOW_DATA_DIR", &data.0)
+        .output()
+        .await
+        .unwrap();
+    assert!(parked.status.success(), "{}", String::from_utf8_lossy(&parked.stderr));
+    let queues: Value = serde_json::from_slice(&parked.stdout).unwrap();
+    let names: Vec<&str> = queues.as_array().unwrap().iter().map(|q| q["queue"].as_str().unwrap()).collect();
+    assert_eq!(names, ["analytics.orders", "notifications.orders", "orders.processed"]);
+    assert!(queues.as_array().unwrap().iter().all(|q| q["parked"] == 0), "{queues}");
+}
