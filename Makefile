@@ -12,17 +12,18 @@ help: ## Show the available targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Run order-service against the local MariaDB, Redis and RabbitMQ
-	$(CARGO) run --release -p order-service --bin order-service
+run: ## Run the whole system in one process on embedded backends (SQLite in ./data, no servers needed)
+	$(CARGO) run --release -p orderflow
 
 .PHONY: servers
 servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running
 	scripts/ensure-servers.sh
 
 .PHONY: test
-test: servers ## Run every test: the Rust suites against the real servers, then the offline chart checks
+test: servers ## Run every test: the Rust suites against the real servers, the offline chart checks, the release-binary linkage check
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 	$(MAKE) chart-test
+	$(MAKE) release-check
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy with warnings as errors, and the TLS dependency policy

@@ -17,7 +17,7 @@ KUBE_PROMETHEUS_STACK_VERSION ?= 88.5.3
 KEDA_VERSION                  ?= 2.17.2
 METRICS_SERVER_VERSION        ?= 3.12.2
 
-.PHONY: kind-up kind-down k8s-addons dev deploy port-forward k8s-tools chart-test chart-golden-update k8s-binary-check
+.PHONY: kind-up kind-down k8s-addons dev deploy port-forward k8s-tools chart-test chart-golden-update release-check k8s-binary-check
 
 kind-up: ## Create the local kind cluster from kind-config.yaml (idempotent)
 	@command -v kind >/dev/null || { echo "kind not found: install it from https://kind.sigs.k8s.io"; exit 1; }
@@ -67,6 +67,8 @@ chart-test: ## Offline validation of Dockerfile, chart, rendered manifests, skaf
 chart-golden-update: ## Re-render the chart's golden files (charts/orderflow/ci/golden) after a deliberate change
 	scripts/k8s/chart-test.sh --update-golden
 
-k8s-binary-check: ## Check release binaries run on distroless/cc-debian12 (after cargo build --release)
-	scripts/k8s/check-binary-deps.sh target/release/order-service target/release/analytics-service \
-		target/release/notification-worker target/release/orderflow
+release-check: ## Build every workspace binary in release mode and check it runs on distroless/cc-debian12
+	CARGO="$(CARGO)" scripts/k8s/release-check.sh
+
+k8s-binary-check: ## Check the release binaries already built run on distroless/cc-debian12
+	CARGO="$(CARGO)" scripts/k8s/release-check.sh --no-build

@@ -65,6 +65,12 @@ install_python_tools() {
     echo "$stamp" >"$VENV/.k8s-tools.stamp"
 }
 
+# Callers may start together (chart-test, contract tests running in parallel): one installs, the
+# others wait for it and then find everything in place.
+mkdir -p "$TOOLS"
+exec 9>"$TOOLS/.install.lock"
+flock 9
+
 install_helm
 install_crd_validate
 install_python_tools

@@ -1,16 +1,29 @@
 //! Runs orderflow as it runs in production: the three service binaries as separate processes,
 //! against the real MariaDB, Redis and RabbitMQ, isolated per test (own databases, exchange, queue
 //! names and Redis prefix), with a webhook receiver standing in for a notification endpoint.
+//! [`chart`] runs them as the Helm chart deploys them; [`exposition`] reads their `/metrics`.
+
+pub mod chart;
+pub mod exposition;
 
 use std::{
     collections::BTreeMap,
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
 use hmac::{Hmac, Mac};
 use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
 use serde_json::Value;
@@ -77,16 +90,25 @@ impl ServiceProcess {
             });
         }
         let mut process = ServiceProcess { name, port: 0, child, lines };
-        process.port = eventually(Duration::from_secs(60), &format!("{name} to listen"), || async {
-            process
-                .logs()
-                .iter()
-                .find(|l| l["event"] == "listening")
-                .and_then(|l| l["port"].as_u64())
-                .map(|p| p as u16)
-        })
-        .await;
-        process
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let listening =
+                process.logs().iter().find(|l| l["event"] == "listening").and_then(|l| l["port"].as_u64());
+            if let Some(port) = listening {
+                process.port = port as u16;
+                return process;
+            }
+            // A service that cannot start (bad configuration, port taken) says why: show it at once.
+            if let Ok(Some(status)) = process.child.try_wait() {
+                // Lets the readers take the last lines.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!("{name} exited ({status}) before listening:\n{}", process.output());
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{name} did not listen within 60s:\n{}", process.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -98,6 +120,11 @@ impl ServiceProcess {
         self.lines.lock().unwrap().iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 
+    /// Everything printed so far, as printed.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
     /// SIGKILL: no shutdown hook runs, exactly like a crashed pod.
     pub async fn kill_hard(mut self) {
         let _ = self.child.start_kill();
@@ -105,20 +132,35 @@ impl ServiceProcess {
     }
 
     /// SIGTERM, then waits for the process to exit; its exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(30)).await.expect("process stops within its grace period")
+    }
+
+    /// SIGTERM, as the kubelet sends it; the exit status if the process exits within `grace`,
+    /// else `None` (and it is killed, as the kubelet would).
+    pub async fn terminate_within(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let pid = self.child.id().expect("running process").to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("process stops within its grace period")
-            .expect("exit status")
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => Some(status.expect("exit status")),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                None
+            }
+        }
     }
 }
 
-/// A notification endpoint: records every webhook call, answers 200.
-#[derive(Clone, Default)]
+/// A notification endpoint: records every webhook call, answers 200 (or 503 when told to).
+#[derive(Clone)]
 pub struct WebhookReceiver {
     calls: Arc<Mutex<Vec<WebhookCall>>>,
+    /// The key signatures are checked with.
+    secret: Arc<str>,
+    /// Calls still to be refused with 503, and those refused so far.
+    to_refuse: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,9 +172,19 @@ pub struct WebhookCall {
 }
 
 impl WebhookReceiver {
-    /// Starts listening; returns the receiver and its URL.
+    /// Starts listening, checking signatures with [`WEBHOOK_SECRET`]; returns the receiver and its URL.
     pub async fn start() -> (WebhookReceiver, String) {
-        let receiver = WebhookReceiver::default();
+        Self::start_with_secret(WEBHOOK_SECRET).await
+    }
+
+    /// Starts listening, checking signatures with `secret`; returns the receiver and its URL.
+    pub async fn start_with_secret(secret: &str) -> (WebhookReceiver, String) {
+        let receiver = WebhookReceiver {
+            calls: Arc::default(),
+            secret: secret.into(),
+            to_refuse: Arc::default(),
+            refused: Arc::default(),
+        };
         let app = Router::new().route("/hook", post(record)).with_state(receiver.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind webhook receiver");
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -143,11 +195,29 @@ impl WebhookReceiver {
     pub fn calls(&self) -> Vec<WebhookCall> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// Answers the next `count` calls 503 (a failure the worker retries), without recording them.
+    pub fn refuse_next(&self, count: usize) {
+        self.to_refuse.store(count, Ordering::SeqCst);
+    }
+
+    /// How many calls were refused.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
 }
 
-async fn record(State(receiver): State<WebhookReceiver>, headers: HeaderMap, body: Bytes) -> &'static str {
+async fn record(
+    State(receiver): State<WebhookReceiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if receiver.to_refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        receiver.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::SERVICE_UNAVAILABLE, "refused");
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(receiver.secret.as_bytes()).expect("any key length");
     mac.update(&body);
     let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     receiver.calls.lock().unwrap().push(WebhookCall {
@@ -156,7 +226,7 @@ async fn record(State(receiver): State<WebhookReceiver>, headers: HeaderMap, bod
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         signature_valid: header("x-orderflow-signature") == format!("sha256={expected}"),
     });
-    "ok"
+    (StatusCode::OK, "ok")
 }
 
 /// The three services running against isolated namespaces on the shared servers.
