@@ -39,6 +39,10 @@ fmt: ## Format the code
 build: ## Build release binaries
 	$(CARGO) build --release --workspace --bins
 
+.PHONY: analytics
+analytics: ## Show the analytics summary
+	curl -sS $(ANALYTICS_URL)/analytics/summary; echo
+
 .PHONY: bench
 bench: servers ## Benchmark the services (release builds) with wrk against the local servers; prints figures
 	scripts/bench/bench.sh
