@@ -96,6 +96,7 @@ impl Application {
         let Runtime { mut registry, health, shutdown } = runtime;
         let http_metrics = HttpMetrics::register(&mut registry);
         let analytics_metrics = AnalyticsMetrics::register(&mut registry);
+        messaging_metrics.init_routing_key(routing_key::ORDER_PROCESSED);
         let relay =
             Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
         let service = AnalyticsService::new(

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::{Pool, redis};
+use deadpool_redis::redis;
+use platform::redis::{RedisClient, RedisError};
 use uuid::Uuid;
 
 const PENDING: &str = "pending";
@@ -47,33 +48,27 @@ pub trait Dedupe: Send + Sync {
 
 /// [`Dedupe`] on Redis: `<prefix>notified:<channel>:<event_id>` = `pending` | `sent`.
 pub struct RedisDedupe {
-    pool: Pool,
+    client: RedisClient,
     prefix: String,
     claim_ttl: Duration,
     sent_ttl: Duration,
-    timeout: Duration,
 }
 
 impl RedisDedupe {
-    pub fn new(pool: Pool, prefix: &str, claim_ttl: Duration, sent_ttl: Duration, timeout: Duration) -> Self {
-        RedisDedupe { pool, prefix: prefix.to_owned(), claim_ttl, sent_ttl, timeout }
+    pub fn new(client: RedisClient, prefix: &str, claim_ttl: Duration, sent_ttl: Duration) -> Self {
+        RedisDedupe { client, prefix: prefix.to_owned(), claim_ttl, sent_ttl }
     }
 
     pub fn key(&self, channel: &str, event_id: Uuid) -> String {
         format!("{}notified:{channel}:{event_id}", self.prefix)
     }
 
-    /// Runs `command`, bounded by the timeout.
+    /// Runs `command`, bounded by the client's timeout.
     async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, DedupeError> {
-        let work = async {
-            let mut connection =
-                self.pool.get().await.map_err(|e| DedupeError::Unavailable(e.to_string()))?;
-            command
-                .query_async::<T>(&mut connection)
-                .await
-                .map_err(|e| DedupeError::Unavailable(e.to_string()))
-        };
-        tokio::time::timeout(self.timeout, work).await.map_err(|_| DedupeError::Timeout(self.timeout))?
+        self.client.query(&command).await.map_err(|error| match error {
+            RedisError::Unavailable(reason) => DedupeError::Unavailable(reason),
+            RedisError::Timeout(after) => DedupeError::Timeout(after),
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use contracts::routing_key;
 use messaging::{EventBus, MessagingMetrics, Subscription, rabbitmq::RabbitMq};
-use platform::{Health, Runtime, Shutdown, http::with_middleware, metrics::HttpMetrics};
+use platform::{Health, Runtime, Shutdown, http::with_middleware, metrics::HttpMetrics, redis::RedisClient};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -62,11 +62,10 @@ impl Application {
         let notifications = &settings.notifications;
         let backends = Backends {
             dedupe: Arc::new(RedisDedupe::new(
-                settings.redis.pool()?,
+                RedisClient::new(&settings.redis)?,
                 &settings.redis.key_prefix,
                 notifications.claim_ttl(),
                 notifications.sent_ttl(),
-                settings.redis.timeout(),
             )),
             bus: Arc::new(rabbit),
             dedupe_name: "redis",

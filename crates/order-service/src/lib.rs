@@ -101,6 +101,7 @@ impl Application {
         let Runtime { mut registry, health, shutdown } = runtime;
         let http_metrics = HttpMetrics::register(&mut registry);
         let order_metrics = OrderMetrics::register(&mut registry);
+        messaging_metrics.init_routing_key(routing_key::ORDER_CREATED);
         let relay =
             Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
         let service = OrderService::new(
@@ -116,7 +117,10 @@ impl Application {
             .subscribe(Subscription {
                 queue: settings.orders.processed_queue.clone(),
                 routing_keys: vec![routing_key::ORDER_PROCESSED.to_owned()],
-                handler: Arc::new(OrderProcessedHandler::new(service.clone())),
+                handler: Arc::new(OrderProcessedHandler::new(
+                    service.clone(),
+                    settings.orders.processed_queue.clone(),
+                )),
             })
             .await
             .context("cannot consume OrderProcessed events")?;

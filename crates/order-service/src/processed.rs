@@ -1,32 +1,45 @@
-//! Consumes `OrderProcessed`: analytics has counted the order, so it moves to `processed`.
+//! Consumes `OrderProcessed`: analytics has counted the order, so it moves to `processed`. A whole
+//! batch of deliveries is applied in one transaction.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use contracts::Event;
 use messaging::{Delivery, EventHandler, HandleError, Handled};
-use tracing::Instrument;
+use uuid::Uuid;
 
-use crate::{service::OrderService, store::StoreError};
+use crate::service::OrderService;
 
 pub struct OrderProcessedHandler {
     service: OrderService,
+    queue: String,
 }
 
 impl OrderProcessedHandler {
-    pub fn new(service: OrderService) -> Self {
-        OrderProcessedHandler { service }
+    pub fn new(service: OrderService, queue: String) -> Self {
+        OrderProcessedHandler { service, queue }
     }
 
-    async fn handle_one(&self, delivery: &Delivery) -> Result<Handled, HandleError> {
-        let event = Event::from_json(&delivery.payload).map_err(|e| HandleError::Permanent(e.to_string()))?;
-        let Event::OrderProcessed(processed) = event else {
-            return Err(HandleError::Permanent(format!("unexpected {} on this queue", event.event_type())));
-        };
-        match self.service.mark_processed(processed.data.order_id, Utc::now()).await {
-            Ok(true) => Ok(Handled::Processed),
-            Ok(false) => Ok(Handled::Duplicate),
-            Err(StoreError::Unavailable(reason)) => Err(HandleError::Transient(reason)),
-            Err(other) => Err(HandleError::Transient(other.to_string())),
+    /// The order a delivery says was processed, or why it never can be.
+    fn order_id(&self, delivery: &Delivery) -> Result<Uuid, HandleError> {
+        let span = tracing::info_span!(
+            "consume",
+            otel.kind = "consumer",
+            queue = %self.queue,
+            event_id = delivery.message_id.as_deref().unwrap_or(""),
+        );
+        platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
+        let _entered = span.enter();
+        match Event::from_json(&delivery.payload) {
+            Ok(Event::OrderProcessed(processed)) => {
+                tracing::info!(event = "order_processed", order_id = %processed.data.order_id, "order processed");
+                Ok(processed.data.order_id)
+            }
+            Ok(other) => {
+                Err(HandleError::Permanent(format!("unexpected {} on this queue", other.event_type())))
+            }
+            Err(error) => Err(HandleError::Permanent(error.to_string())),
         }
     }
 }
@@ -34,17 +47,23 @@ impl OrderProcessedHandler {
 #[async_trait]
 impl EventHandler for OrderProcessedHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for delivery in batch {
-            let span = tracing::info_span!(
-                "consume",
-                otel.kind = "consumer",
-                queue = "orders.processed",
-                event_id = delivery.message_id.as_deref().unwrap_or(""),
-            );
-            platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
-            outcomes.push(self.handle_one(delivery).instrument(span).await);
-        }
-        outcomes
+        let parsed: Vec<Result<Uuid, HandleError>> = batch.iter().map(|d| self.order_id(d)).collect();
+        let ids: Vec<Uuid> = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
+        let mut changed: HashSet<Uuid> = match self.service.mark_processed(&ids, Utc::now()).await {
+            Ok(changed) => changed.into_iter().collect(),
+            Err(error) => {
+                let reason = error.to_string();
+                return parsed
+                    .into_iter()
+                    .map(|p| p.and(Err(HandleError::Transient(reason.clone()))))
+                    .collect();
+            }
+        };
+        // The first delivery naming a changed order is the one that changed it; any other is a
+        // redelivery.
+        parsed
+            .into_iter()
+            .map(|p| p.map(|id| if changed.remove(&id) { Handled::Processed } else { Handled::Duplicate }))
+            .collect()
     }
 }

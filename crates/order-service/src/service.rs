@@ -85,20 +85,19 @@ impl OrderService {
         self.store.list(query).await
     }
 
-    /// Records that analytics has processed the order; idempotent. True if the status changed now.
-    pub async fn mark_processed(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let Some(order) = self.store.mark_processed(id, at).await? else { return Ok(false) };
-        {
-            tracing::info!(event = "order_processed", order_id = %id, "order processed");
-            // Replace the cached body with the new version, so readers see the new status at once.
-            if let Err(error) =
-                self.cache.put(&cache_key(id), order.version(), order_json(&order), self.cache_ttl).await
-            {
+    /// Records that analytics has processed these orders; idempotent. Returns the ids that
+    /// changed now.
+    pub async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Uuid>, StoreError> {
+        let changed = self.store.mark_processed(ids, at).await?;
+        // Replace the cached bodies with the new versions, so readers see the new status at once.
+        let refreshes = changed.iter().map(|order| async move {
+            if let Err(error) = self.cache.put(&cache_key(order.id), order.version(), order_json(order), self.cache_ttl).await {
                 self.metrics.cache("error");
-                tracing::warn!(event = "cache_failed", order_id = %id, error = %error, "could not refresh the cached order");
+                tracing::warn!(event = "cache_failed", order_id = %order.id, error = %error, "could not refresh the cached order");
             }
-        }
-        Ok(true)
+        });
+        futures::future::join_all(refreshes).await;
+        Ok(changed.iter().map(|order| order.id).collect())
     }
 
     pub async fn ping_store(&self) -> Result<(), StoreError> {

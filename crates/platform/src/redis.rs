@@ -1,9 +1,14 @@
 //! Redis connection settings and pool.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use deadpool_redis::{
-    ConnectionAddr, ConnectionInfo, Pool, PoolConfig, ProtocolVersion, RedisConnectionInfo, Runtime, Timeouts,
+    ConnectionAddr, ConnectionInfo, Pool, PoolConfig, ProtocolVersion, RedisConnectionInfo, Runtime,
+    Timeouts,
+    redis::{Cmd, FromRedisValue, RedisResult, aio::MultiplexedConnection},
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,5 +76,65 @@ impl Default for RedisSettings {
             timeout_ms: 250,
             pool_size: 16,
         }
+    }
+}
+
+/// Why a Redis command did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A Redis client for request paths. All callers share one multiplexed connection, so concurrent
+/// commands are pipelined on it and no pool checkout (which costs a `PING` round trip) is paid
+/// per command; after an error the next command takes a fresh, checked connection from the pool.
+/// Every command is bounded by the configured timeout.
+#[derive(Clone)]
+pub struct RedisClient {
+    pool: Pool,
+    shared: Arc<Mutex<Option<MultiplexedConnection>>>,
+    timeout: Duration,
+}
+
+impl RedisClient {
+    pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
+        Ok(RedisClient { pool: settings.pool()?, shared: Arc::default(), timeout: settings.timeout() })
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(connection) = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(connection);
+        }
+        let pooled = self.pool.get().await.map_err(|e| RedisError::Unavailable(e.to_string()))?;
+        let connection = MultiplexedConnection::clone(&pooled);
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Runs `operation` on the shared connection within the time budget.
+    pub async fn run<T, F>(&self, operation: F) -> Result<T, RedisError>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
+    {
+        let work = async {
+            let mut connection = self.connection().await?;
+            operation(&mut connection).await.map_err(|e| RedisError::Unavailable(e.to_string()))
+        };
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::Timeout(self.timeout)),
+        };
+        if result.is_err() {
+            *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        result
+    }
+
+    /// Runs one command.
+    pub async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisError> {
+        self.run(async |connection| command.query_async(connection).await).await
     }
 }

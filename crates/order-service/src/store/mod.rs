@@ -94,8 +94,9 @@ pub trait OrderStore: Send + Sync {
     async fn create(&self, command: CreateCommand) -> Result<Created, StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
     async fn list(&self, query: &ListQuery) -> Result<Vec<Order>, StoreError>;
-    /// Moves the order from `created` to `processed`; returns it if it changed now, `None` if it
-    /// was already processed or does not exist (so a redelivered event changes nothing).
-    async fn mark_processed(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Order>, StoreError>;
+    /// Moves the orders among `ids` that are still `created` to `processed`, in one transaction;
+    /// returns those it changed, as they are now. Orders already processed, or unknown, are left
+    /// alone, so a redelivered event changes nothing.
+    async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Order>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -330,18 +330,40 @@ impl OrderStore for MySqlOrderStore {
         Ok(rows.iter().map(order_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn mark_processed(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Order>, StoreError> {
-        let updated = sqlx::query("UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
-            .bind(OrderStatus::Processed.as_str())
-            .bind(at)
-            .bind(id)
-            .bind(OrderStatus::Created.as_str())
-            .execute(&self.pool)
-            .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(None);
+    async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Order>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        self.get(id).await
+        let mut tx = self.pool.begin().await?;
+        let mut select = QueryBuilder::new(format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.status = "));
+        select.push_bind(OrderStatus::Created.as_str()).push(" AND o.id IN (");
+        let mut separated = select.separated(", ");
+        for id in ids {
+            separated.push_bind(*id);
+        }
+        select.push(") FOR UPDATE");
+        let rows = select.build().fetch_all(&mut *tx).await?;
+        let mut changed = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+        if !changed.is_empty() {
+            let mut update = QueryBuilder::new("UPDATE orders SET status = ");
+            update
+                .push_bind(OrderStatus::Processed.as_str())
+                .push(", updated_at = ")
+                .push_bind(at)
+                .push(" WHERE id IN (");
+            let mut separated = update.separated(", ");
+            for order in &changed {
+                separated.push_bind(order.id);
+            }
+            update.push(")");
+            update.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        for order in &mut changed {
+            order.status = OrderStatus::Processed;
+            order.updated_at = at;
+        }
+        Ok(changed)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

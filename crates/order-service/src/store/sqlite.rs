@@ -230,18 +230,29 @@ impl OrderStore for SqliteOrderStore {
         Ok(rows.iter().map(order_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn mark_processed(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status = ? \
-             RETURNING id, customer_id, product_id, quantity, total_minor, status, created_at, updated_at",
-        )
-        .bind(OrderStatus::Processed.as_str())
-        .bind(time_text(at))
-        .bind(id)
-        .bind(OrderStatus::Created.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(order_from_row).transpose()?)
+    async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Order>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut update = QueryBuilder::new("UPDATE orders SET status = ");
+        update
+            .push_bind(OrderStatus::Processed.as_str())
+            .push(", updated_at = ")
+            .push_bind(time_text(at))
+            .push(" WHERE status = ")
+            .push_bind(OrderStatus::Created.as_str())
+            .push(" AND id IN (");
+        let mut separated = update.separated(", ");
+        for id in ids {
+            separated.push_bind(*id);
+        }
+        update.push(
+            ") RETURNING id, customer_id, product_id, quantity, total_minor, status, created_at, updated_at",
+        );
+        let rows = update.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(order_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

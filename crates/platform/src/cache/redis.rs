@@ -1,14 +1,17 @@
 //! [`VersionedCache`] in Redis. Values are stored as `<version>|<body>`; a Lua script compares and
 //! writes atomically.
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{Pool, redis, redis::aio::MultiplexedConnection};
+use deadpool_redis::redis;
 
 use super::{CacheError, VersionedCache};
-use crate::{config::ConfigError, redis::RedisSettings};
+use crate::{
+    config::ConfigError,
+    redis::{RedisClient, RedisError, RedisSettings},
+};
 
 /// `KEYS[1]` key, `ARGV[1]` version, `ARGV[2]` body, `ARGV[3]` TTL in ms.
 const PUT_IF_NEWER: &str = r#"
@@ -22,54 +25,27 @@ return 1
 "#;
 
 pub struct RedisCache {
-    pool: Pool,
-    /// One multiplexed connection shared by all requests: concurrent commands are pipelined on
-    /// it, and no per-request pool checkout (which costs a PING round trip) is paid. Cleared on
-    /// error, so the next call takes a fresh, checked connection from the pool.
-    shared: Mutex<Option<MultiplexedConnection>>,
+    client: RedisClient,
     prefix: String,
-    timeout: Duration,
     put_if_newer: redis::Script,
 }
 
 impl RedisCache {
     pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
         Ok(RedisCache {
-            pool: settings.pool()?,
-            shared: Mutex::new(None),
+            client: RedisClient::new(settings)?,
             prefix: settings.key_prefix.clone(),
-            timeout: settings.timeout(),
             put_if_newer: redis::Script::new(PUT_IF_NEWER),
         })
     }
+}
 
-    async fn connection(&self) -> Result<MultiplexedConnection, CacheError> {
-        if let Some(connection) = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Ok(connection);
+impl From<RedisError> for CacheError {
+    fn from(error: RedisError) -> Self {
+        match error {
+            RedisError::Unavailable(reason) => CacheError::Unavailable(reason),
+            RedisError::Timeout(after) => CacheError::Timeout(after),
         }
-        let pooled = self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        let connection = MultiplexedConnection::clone(&pooled);
-        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Runs `operation` within the time budget.
-    async fn with_connection<T, F>(&self, operation: F) -> Result<T, CacheError>
-    where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
-    {
-        let work = async {
-            let mut connection = self.connection().await?;
-            operation(&mut connection).await.map_err(|e| CacheError::Unavailable(e.to_string()))
-        };
-        let result = match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(CacheError::Timeout(self.timeout)),
-        };
-        if result.is_err() {
-            *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-        result
     }
 }
 
@@ -77,8 +53,7 @@ impl RedisCache {
 impl VersionedCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
         let key = format!("{}{key}", self.prefix);
-        let value: Option<Vec<u8>> =
-            self.with_connection(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await?;
+        let value: Option<Vec<u8>> = self.client.query(redis::cmd("GET").arg(&key)).await?;
         Ok(value.and_then(|raw| {
             let separator = raw.iter().position(|&b| b == b'|')?;
             Some(Bytes::from(raw).slice(separator + 1..))
@@ -89,15 +64,16 @@ impl VersionedCache for RedisCache {
         let key = format!("{}{key}", self.prefix);
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let script = &self.put_if_newer;
-        self.with_connection(async |c| {
-            script.key(&key).arg(version).arg(body.as_ref()).arg(ttl_ms).invoke_async::<i64>(c).await
-        })
-        .await?;
+        self.client
+            .run(async |c| {
+                script.key(&key).arg(version).arg(body.as_ref()).arg(ttl_ms).invoke_async::<i64>(c).await
+            })
+            .await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
-        self.with_connection(async |c| redis::cmd("PING").query_async::<String>(c).await).await?;
+        self.client.query::<String>(&redis::cmd("PING")).await?;
         Ok(())
     }
 }
