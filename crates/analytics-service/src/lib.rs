@@ -103,7 +103,7 @@ impl Application {
             backends.store,
             backends.cache,
             settings.analytics.summary_cache_ttl(),
-            relay.waker(),
+            relay.handoff(),
             analytics_metrics,
         );
         shutdown.spawn(relay.run(shutdown.clone()));

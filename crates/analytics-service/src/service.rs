@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use chrono::Utc;
 use contracts::{Envelope, OrderProcessed, event_type, routing_key};
-use messaging::{OutgoingMessage, outbox::OutboxWaker};
+use messaging::{OutgoingMessage, outbox::OutboxHandoff};
 use platform::cache::VersionedCache;
 use uuid::Uuid;
 
@@ -23,7 +23,7 @@ pub struct AnalyticsService {
     store: Arc<dyn AnalyticsStore>,
     cache: Arc<dyn VersionedCache>,
     summary_ttl: Duration,
-    outbox: OutboxWaker,
+    outbox: OutboxHandoff,
     metrics: AnalyticsMetrics,
 }
 
@@ -32,7 +32,7 @@ impl AnalyticsService {
         store: Arc<dyn AnalyticsStore>,
         cache: Arc<dyn VersionedCache>,
         summary_ttl: Duration,
-        outbox: OutboxWaker,
+        outbox: OutboxHandoff,
         metrics: AnalyticsMetrics,
     ) -> Self {
         AnalyticsService { store, cache, summary_ttl, outbox, metrics }
@@ -47,7 +47,9 @@ impl AnalyticsService {
     pub async fn count(&self, batch: Vec<Counted>) -> Result<Applied, StoreError> {
         let applied = self.store.apply(&batch).await?;
         if applied.new.iter().any(|&new| new) {
-            self.outbox.wake();
+            let committed =
+                batch.into_iter().zip(&applied.new).filter(|(_, new)| **new).map(|(c, _)| c.processed_event);
+            self.outbox.publish_committed(committed);
             self.cache_summary(&applied.summary).await;
         }
         Ok(applied)

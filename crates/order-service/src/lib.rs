@@ -108,7 +108,7 @@ impl Application {
             backends.store,
             backends.cache,
             settings.orders.cache_ttl(),
-            relay.waker(),
+            relay.handoff(),
             order_metrics,
         );
         shutdown.spawn(relay.run(shutdown.clone()));

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use contracts::{Envelope, OrderCreated, event_type, routing_key};
-use messaging::{OutgoingMessage, outbox::OutboxWaker};
+use messaging::{OutgoingMessage, outbox::OutboxHandoff};
 use uuid::Uuid;
 
 use platform::cache::VersionedCache;
@@ -21,7 +21,7 @@ pub struct OrderService {
     store: Arc<dyn OrderStore>,
     cache: Arc<dyn VersionedCache>,
     cache_ttl: Duration,
-    outbox: OutboxWaker,
+    outbox: OutboxHandoff,
     metrics: OrderMetrics,
 }
 
@@ -30,7 +30,7 @@ impl OrderService {
         store: Arc<dyn OrderStore>,
         cache: Arc<dyn VersionedCache>,
         cache_ttl: Duration,
-        outbox: OutboxWaker,
+        outbox: OutboxHandoff,
         metrics: OrderMetrics,
     ) -> Self {
         OrderService { store, cache, cache_ttl, outbox, metrics }
@@ -46,9 +46,9 @@ impl OrderService {
         let idempotency = idempotency_key.map(|key| IdempotencyClaim { key, fingerprint: new.fingerprint() });
         let order = Order::accept(new);
         let event = order_created_event(&order);
-        let created = self.store.create(CreateCommand { order, event, idempotency }).await?;
+        let created = self.store.create(CreateCommand { order, event: event.clone(), idempotency }).await?;
         if let Created::New(order) = &created {
-            self.outbox.wake();
+            self.outbox.publish_committed([event]);
             self.metrics.orders_created.inc();
             self.metrics.create_duration.observe(started.elapsed().as_secs_f64());
             tracing::info!(event = "order_created", order_id = %order.id, customer_id = %order.customer_id, "order created");

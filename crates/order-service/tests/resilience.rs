@@ -154,7 +154,7 @@ async fn two_relays_publish_every_row_once() {
         })
         .collect();
     let mut tx = pool.begin().await.unwrap();
-    enqueue(&mut tx, &messages).await.unwrap();
+    enqueue(&mut tx, &messages, Duration::ZERO).await.unwrap();
     tx.commit().await.unwrap();
 
     let shutdown = platform::Shutdown::new();
@@ -199,7 +199,7 @@ async fn publish_all(relay: &Relay, outbox: &MySqlOutbox) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut total = 0;
     loop {
-        total += relay.publish_due().await.unwrap();
+        total += relay.publish_due().await.unwrap().confirmed;
         if outbox.backlog().await.unwrap().pending == 0 || tokio::time::Instant::now() > deadline {
             return total;
         }

@@ -170,7 +170,8 @@ impl AnalyticsStore for MySqlAnalyticsStore {
             .await?;
 
             let events: Vec<_> = fresh.iter().map(|c| c.processed_event.clone()).collect();
-            messaging::outbox::mysql::enqueue(&mut tx, &events).await?;
+            messaging::outbox::mysql::enqueue(&mut tx, &events, messaging::outbox::HANDOFF_RESERVATION)
+                .await?;
         }
 
         // Read back inside the transaction: exactly the state this commit creates.

@@ -1,9 +1,17 @@
 //! The transactional outbox: events are written in the same database transaction as the change
 //! they describe, and a relay publishes them afterwards with broker confirms.
 //!
-//! The relay leases rows for a short time before publishing them outside any transaction, so
-//! several replicas can run it at once: a row is published by one of them, and published again
-//! only if that one died before marking it sent (consumers deduplicate on `event_id`).
+//! Two paths lead from the table to the broker:
+//! - **handoff**: right after its commit, the producer hands the events to its own relay, which
+//!   publishes them at once. The rows were written reserved for [`HANDOFF_RESERVATION`], so other
+//!   replicas' relays leave them alone meanwhile.
+//! - **polling**: the relay leases due rows for a short time (rows whose reservation ran out
+//!   because their process died, rows whose publish failed, rows of other replicas) and publishes
+//!   them outside any transaction.
+//!
+//! Several replicas can therefore run the relay at once: a row is published by one of them, and
+//! published again only if that one died before marking it sent (consumers deduplicate on
+//! `event_id`).
 
 pub mod mysql;
 pub mod sqlite;
@@ -12,7 +20,9 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
 
 use crate::{EventPublisher, MessagingMetrics, OutgoingMessage, PublishError, metrics::RoutingLabels};
 use platform::Shutdown;
@@ -46,9 +56,14 @@ pub enum OutboxError {
 pub trait OutboxStore: Send + Sync {
     /// Leases up to `limit` unpublished rows that are due, oldest first, for `lease`.
     async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError>;
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), OutboxError>;
+    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError>;
     /// Makes the rows due again after `retry_after`, recording why they failed.
-    async fn mark_failed(&self, ids: &[i64], retry_after: Duration, error: &str) -> Result<(), OutboxError>;
+    async fn mark_failed(
+        &self,
+        event_ids: &[Uuid],
+        retry_after: Duration,
+        error: &str,
+    ) -> Result<(), OutboxError>;
     async fn backlog(&self) -> Result<Backlog, OutboxError>;
     /// Deletes up to `limit` rows published more than `older_than` ago; returns how many.
     async fn purge_published(&self, older_than: Duration, limit: u32) -> Result<u64, OutboxError>;
@@ -115,13 +130,45 @@ impl RelaySettings {
     }
 }
 
-/// Wakes the relay right after a transaction that wrote outbox rows has committed.
-#[derive(Clone, Default)]
-pub struct OutboxWaker(Arc<Notify>);
+/// How long rows handed to the local relay stay out of reach of the polling relays: long enough
+/// for a normal publish, short enough that the rows of a process that died go out soon.
+pub const HANDOFF_RESERVATION: Duration = Duration::from_secs(10);
 
-impl OutboxWaker {
-    pub fn wake(&self) {
-        self.0.notify_one();
+/// Events handed from the producer to its relay without a round trip through the table.
+const HANDOFF_CAPACITY: usize = 16_384;
+
+/// Appends ` WHERE <column> IN (?, ?, …)` binding `values`.
+pub(crate) fn where_in<DB: Database, T>(query: &mut QueryBuilder<DB>, column: &str, values: &[T])
+where
+    T: Copy + for<'t> Encode<'t, DB> + Type<DB>,
+{
+    query.push(format!(" WHERE {column} IN ("));
+    let mut separated = query.separated(", ");
+    for value in values {
+        separated.push_bind(*value);
+    }
+    query.push(")");
+}
+
+/// Gives events the producer has just committed to the outbox (written with
+/// [`HANDOFF_RESERVATION`]) to the relay, which publishes them at once.
+#[derive(Clone)]
+pub struct OutboxHandoff {
+    events: mpsc::Sender<OutgoingMessage>,
+    wake: Arc<Notify>,
+}
+
+impl OutboxHandoff {
+    /// Call after the commit. Should the relay be too far behind to take them, the events are
+    /// published by polling once their reservation ends.
+    pub fn publish_committed(&self, events: impl IntoIterator<Item = OutgoingMessage>) {
+        for event in events {
+            if self.events.try_send(event).is_err() {
+                tracing::debug!(event = "outbox_handoff_full", "relay busy; the event will be polled");
+                self.wake.notify_one();
+                return;
+            }
+        }
     }
 }
 
@@ -129,9 +176,19 @@ impl OutboxWaker {
 pub struct Relay {
     store: Arc<dyn OutboxStore>,
     publisher: Arc<dyn EventPublisher>,
-    waker: OutboxWaker,
+    handoff: OutboxHandoff,
+    handed_off: tokio::sync::Mutex<mpsc::Receiver<OutgoingMessage>>,
     settings: RelaySettings,
     metrics: MessagingMetrics,
+}
+
+/// What came of publishing a set of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Confirmed by the broker and marked sent.
+    pub confirmed: usize,
+    /// Some were not confirmed; they are due again after a backoff.
+    pub failed: bool,
 }
 
 impl Relay {
@@ -141,97 +198,155 @@ impl Relay {
         settings: RelaySettings,
         metrics: MessagingMetrics,
     ) -> Self {
-        Relay { store, publisher, waker: OutboxWaker::default(), settings, metrics }
+        let (events, handed_off) = mpsc::channel(HANDOFF_CAPACITY);
+        Relay {
+            store,
+            publisher,
+            handoff: OutboxHandoff { events, wake: Arc::default() },
+            handed_off: tokio::sync::Mutex::new(handed_off),
+            settings,
+            metrics,
+        }
     }
 
-    pub fn waker(&self) -> OutboxWaker {
-        self.waker.clone()
+    pub fn handoff(&self) -> OutboxHandoff {
+        self.handoff.clone()
     }
 
-    /// Publishes until `shutdown`; the batch in hand is finished first.
+    /// Publishes until `shutdown`; what is in hand is finished first.
     pub async fn run(self, shutdown: Shutdown) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let housekeeping = Duration::from_millis(self.settings.housekeeping_interval_ms);
         let mut next_housekeeping = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
+        let mut handed_off = self.handed_off.lock().await;
+        let mut batch = Vec::with_capacity(self.settings.batch_size);
         loop {
-            if tokio::time::Instant::now() >= next_housekeeping {
+            let now = tokio::time::Instant::now();
+            if now >= next_housekeeping {
                 self.housekeeping().await;
-                next_housekeeping = tokio::time::Instant::now() + housekeeping;
+                next_housekeeping = now + housekeeping;
             }
-            match self.publish_due().await {
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(event = "outbox_relay_failed", error = %error, "outbox relay pass failed");
-                }
+            if now >= next_poll {
+                let failing = match self.publish_due().await {
+                    Ok(published) => published.failed,
+                    Err(error) => {
+                        tracing::warn!(event = "outbox_relay_failed", error = %error, "outbox relay pass failed");
+                        true
+                    }
+                };
+                // While the broker or the database fails, poll at the normal pace only, whatever
+                // wakes the relay meanwhile.
+                let jitter = Duration::from_millis(rand::random_range(0..=poll.as_millis() as u64 / 4));
+                next_poll = if failing {
+                    tokio::time::Instant::now() + poll + jitter
+                } else {
+                    tokio::time::Instant::now() + poll
+                };
             }
-            let jitter = Duration::from_millis(rand::random_range(0..=poll.as_millis() as u64 / 4));
             tokio::select! {
-                () = self.waker.0.notified() => {}
-                () = tokio::time::sleep(poll + jitter) => {}
+                received = handed_off.recv_many(&mut batch, self.settings.batch_size) => {
+                    if received == 0 {
+                        break; // every handoff is gone: the service is being torn down
+                    }
+                    let messages = std::mem::take(&mut batch);
+                    if let Err(error) = self.publish_handed_off(messages).await {
+                        tracing::warn!(event = "outbox_relay_failed", error = %error, "outbox relay pass failed");
+                    }
+                }
+                () = self.handoff.wake.notified() => next_poll = tokio::time::Instant::now(),
+                () = tokio::time::sleep_until(next_poll.min(next_housekeeping)) => {}
                 () = shutdown.requested() => break,
             }
         }
-        // Whatever was committed before the listener closed gets a last chance to go out now.
+        // What was committed before the listener closed gets a last chance to go out now.
+        while let Ok(message) = handed_off.try_recv() {
+            batch.push(message);
+        }
+        if let Err(error) = self.publish_handed_off(batch).await {
+            tracing::warn!(event = "outbox_relay_failed", error = %error, "final outbox pass failed");
+        }
         if let Err(error) = self.publish_due().await {
             tracing::warn!(event = "outbox_relay_failed", error = %error, "final outbox pass failed");
         }
     }
 
-    /// Publishes every row that is due; returns how many were published. Stops early when the
-    /// broker is failing, leaving the rest for the next pass.
-    pub async fn publish_due(&self) -> Result<usize, OutboxError> {
+    /// Publishes events handed over by the producer (their rows are committed and reserved).
+    async fn publish_handed_off(&self, messages: Vec<OutgoingMessage>) -> Result<Published, OutboxError> {
+        if messages.is_empty() {
+            return Ok(Published::default());
+        }
+        let attempts = vec![1; messages.len()];
+        self.publish(&messages, &attempts).await
+    }
+
+    /// Publishes every row that is due; stops early when the broker is failing, leaving the
+    /// rest for the next pass.
+    pub async fn publish_due(&self) -> Result<Published, OutboxError> {
         let lease = Duration::from_millis(self.settings.lease_ms);
-        let mut published = 0;
+        let mut total = Published::default();
         loop {
             let records = self.store.claim(self.settings.batch_size, lease).await?;
             if records.is_empty() {
-                return Ok(published);
+                return Ok(total);
             }
             let messages: Vec<OutgoingMessage> = records.iter().map(|r| r.message.clone()).collect();
-            let results = self.publisher.publish(&messages).await;
-
-            let mut sent = Vec::with_capacity(records.len());
-            let mut failed: Vec<(&OutboxRecord, PublishError)> = Vec::new();
-            for (record, result) in records.iter().zip(results) {
-                let labels = RoutingLabels { routing_key: record.message.routing_key.clone() };
-                match result {
-                    Ok(()) => {
-                        self.metrics.outbox_published.get_or_create(&labels).inc();
-                        sent.push(record.id);
-                    }
-                    Err(error) => {
-                        self.metrics.outbox_publish_failures.get_or_create(&labels).inc();
-                        failed.push((record, error));
-                    }
-                }
-            }
-            if !sent.is_empty() {
-                self.store.mark_published(&sent).await?;
-                published += sent.len();
-            }
-            if let Some((_, first_error)) = failed.first() {
-                tracing::warn!(
-                    event = "outbox_publish_failed",
-                    failed = failed.len(),
-                    error = %first_error,
-                    "events not confirmed by the broker; will retry"
-                );
-                // Rows with the same attempt count and error back off together.
-                let mut groups: std::collections::BTreeMap<(u32, String), Vec<i64>> = Default::default();
-                for (record, error) in &failed {
-                    groups.entry((record.attempts, error.to_string())).or_default().push(record.id);
-                }
-                for ((attempts, error), ids) in groups {
-                    self.store.mark_failed(&ids, self.settings.backoff(attempts), &error).await?;
-                }
-                return Ok(published);
+            let attempts: Vec<u32> = records.iter().map(|r| r.attempts).collect();
+            let published = self.publish(&messages, &attempts).await?;
+            total.confirmed += published.confirmed;
+            if published.failed {
+                total.failed = true;
+                return Ok(total);
             }
             if records.len() < self.settings.batch_size {
-                return Ok(published);
+                return Ok(total);
             }
         }
     }
 
+    /// Publishes `messages` (the `attempts`-th try of each), then records what became of them.
+    async fn publish(
+        &self,
+        messages: &[OutgoingMessage],
+        attempts: &[u32],
+    ) -> Result<Published, OutboxError> {
+        let results = self.publisher.publish(messages).await;
+        let mut sent = Vec::with_capacity(messages.len());
+        let mut failed: Vec<(&OutgoingMessage, u32, PublishError)> = Vec::new();
+        for ((message, attempt), result) in messages.iter().zip(attempts).zip(results) {
+            let labels = RoutingLabels { routing_key: message.routing_key.clone() };
+            match result {
+                Ok(()) => {
+                    self.metrics.outbox_published.get_or_create(&labels).inc();
+                    sent.push(message.event_id);
+                }
+                Err(error) => {
+                    self.metrics.outbox_publish_failures.get_or_create(&labels).inc();
+                    failed.push((message, *attempt, error));
+                }
+            }
+        }
+        self.store.mark_published(&sent).await?;
+        let confirmed = sent.len();
+        let Some((_, _, first_error)) = failed.first() else {
+            return Ok(Published { confirmed, failed: false });
+        };
+        tracing::warn!(
+            event = "outbox_publish_failed",
+            failed = failed.len(),
+            error = %first_error,
+            "events not confirmed by the broker; will retry"
+        );
+        // Rows with the same attempt count and error back off together.
+        let mut groups: std::collections::BTreeMap<(u32, String), Vec<Uuid>> = Default::default();
+        for (message, attempt, error) in &failed {
+            groups.entry((*attempt, error.to_string())).or_default().push(message.event_id);
+        }
+        for ((attempt, error), event_ids) in groups {
+            self.store.mark_failed(&event_ids, self.settings.backoff(attempt), &error).await?;
+        }
+        Ok(Published { confirmed, failed: true })
+    }
     async fn housekeeping(&self) {
         match self.store.backlog().await {
             Ok(backlog) => {

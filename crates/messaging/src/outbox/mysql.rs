@@ -10,15 +10,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{Backlog, OutboxError, OutboxRecord, OutboxStore};
+use super::{Backlog, OutboxError, OutboxRecord, OutboxStore, where_in};
 use crate::OutgoingMessage;
 
 const MAX_ERROR_LENGTH: usize = 1000;
 
-/// Writes `messages` into the outbox on `connection`, inside the caller's transaction.
+/// Writes `messages` into the outbox on `connection`, inside the caller's transaction. Relays
+/// polling the table leave them alone for `reserved_for` (see [`super::HANDOFF_RESERVATION`]).
 pub async fn enqueue(
     connection: &mut MySqlConnection,
     messages: &[OutgoingMessage],
+    reserved_for: Duration,
 ) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
         return Ok(());
@@ -34,7 +36,7 @@ pub async fn enqueue(
             .push_bind(message.payload.as_slice())
             .push_bind(headers)
             .push_bind(message.timestamp)
-            .push_bind(message.timestamp);
+            .push_bind(message.timestamp + reserved_for);
     });
     insert.build().execute(connection).await?;
     Ok(())
@@ -51,16 +53,6 @@ impl MySqlOutbox {
 }
 
 type ClaimedRow = (i64, Uuid, String, String, Vec<u8>, String, DateTime<Utc>, i32);
-
-/// Appends ` WHERE id IN (?, ?, …)` binding `ids`.
-fn where_id_in(query: &mut QueryBuilder<sqlx::MySql>, ids: &[i64]) {
-    query.push(" WHERE id IN (");
-    let mut separated = query.separated(", ");
-    for id in ids {
-        separated.push_bind(*id);
-    }
-    query.push(")");
-}
 
 #[async_trait]
 impl OutboxStore for MySqlOutbox {
@@ -87,7 +79,7 @@ impl OutboxStore for MySqlOutbox {
             "UPDATE outbox SET attempts = attempts + 1, available_at = DATE_ADD(NOW(6), INTERVAL ",
         );
         lease_update.push_bind(lease.as_micros() as i64).push(" MICROSECOND)");
-        where_id_in(&mut lease_update, &ids);
+        where_in(&mut lease_update, "id", &ids);
         lease_update.build().execute(&mut *tx).await?;
         tx.commit().await?;
 
@@ -111,24 +103,29 @@ impl OutboxStore for MySqlOutbox {
             .collect()
     }
 
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), OutboxError> {
-        if ids.is_empty() {
+    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError> {
+        if event_ids.is_empty() {
             return Ok(());
         }
         let mut query = QueryBuilder::new("UPDATE outbox SET published_at = NOW(6), last_error = NULL");
-        where_id_in(&mut query, ids);
+        where_in(&mut query, "event_id", event_ids);
         query.build().execute(&self.pool).await?;
         Ok(())
     }
 
-    async fn mark_failed(&self, ids: &[i64], retry_after: Duration, error: &str) -> Result<(), OutboxError> {
-        if ids.is_empty() {
+    async fn mark_failed(
+        &self,
+        event_ids: &[Uuid],
+        retry_after: Duration,
+        error: &str,
+    ) -> Result<(), OutboxError> {
+        if event_ids.is_empty() {
             return Ok(());
         }
         let error: String = error.chars().take(MAX_ERROR_LENGTH).collect();
         let mut query = QueryBuilder::new("UPDATE outbox SET available_at = DATE_ADD(NOW(6), INTERVAL ");
         query.push_bind(retry_after.as_micros() as i64).push(" MICROSECOND), last_error = ").push_bind(error);
-        where_id_in(&mut query, ids);
+        where_in(&mut query, "event_id", event_ids);
         query.build().execute(&self.pool).await?;
         Ok(())
     }

@@ -10,18 +10,20 @@ use std::{collections::BTreeMap, time::Duration};
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use platform::sqlite::{begin_write, parse_time, time_text};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{Backlog, OutboxError, OutboxRecord, OutboxStore};
+use super::{Backlog, OutboxError, OutboxRecord, OutboxStore, where_in};
 use crate::OutgoingMessage;
 
 const MAX_ERROR_LENGTH: usize = 1000;
 
 /// Writes `messages` into the outbox on `connection`, inside the caller's (write) transaction.
+/// The relay's polling leaves them alone for `reserved_for` (see [`super::HANDOFF_RESERVATION`]).
 pub async fn enqueue(
     connection: &mut SqliteConnection,
     messages: &[OutgoingMessage],
+    reserved_for: Duration,
 ) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
         return Ok(());
@@ -31,14 +33,14 @@ pub async fn enqueue(
     );
     insert.push_values(messages, |mut row, message| {
         let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
-        let created_at = time_text(message.timestamp);
+        let available_at = time_text(message.timestamp + reserved_for);
         row.push_bind(message.event_id)
             .push_bind(message.event_type.clone())
             .push_bind(message.routing_key.clone())
             .push_bind(message.payload.clone())
             .push_bind(headers)
-            .push_bind(created_at.clone())
-            .push_bind(created_at);
+            .push_bind(time_text(message.timestamp))
+            .push_bind(available_at);
     });
     insert.build().execute(connection).await?;
     Ok(())
@@ -70,16 +72,6 @@ impl SqliteOutbox {
 
 type ClaimedRow = (i64, Uuid, String, String, Vec<u8>, String, String, i64);
 
-/// Appends ` WHERE id IN (?, ?, …)` binding `ids`.
-fn where_id_in(query: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
-    query.push(" WHERE id IN (");
-    let mut separated = query.separated(", ");
-    for id in ids {
-        separated.push_bind(*id);
-    }
-    query.push(")");
-}
-
 /// `delay` as a time offset, capped at a century so that date arithmetic cannot overflow.
 fn offset(delay: Duration) -> TimeDelta {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -110,7 +102,7 @@ impl OutboxStore for SqliteOutbox {
         let mut lease_update =
             QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1, available_at = ");
         lease_update.push_bind(after(lease));
-        where_id_in(&mut lease_update, &ids);
+        where_in(&mut lease_update, "id", &ids);
         lease_update.build().execute(&mut *tx).await?;
         tx.commit().await?;
 
@@ -136,25 +128,30 @@ impl OutboxStore for SqliteOutbox {
             .collect()
     }
 
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), OutboxError> {
-        if ids.is_empty() {
+    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError> {
+        if event_ids.is_empty() {
             return Ok(());
         }
         let mut query = QueryBuilder::new("UPDATE outbox SET last_error = NULL, published_at = ");
         query.push_bind(time_text(Utc::now()));
-        where_id_in(&mut query, ids);
+        where_in(&mut query, "event_id", event_ids);
         query.build().execute(&self.pool).await?;
         Ok(())
     }
 
-    async fn mark_failed(&self, ids: &[i64], retry_after: Duration, error: &str) -> Result<(), OutboxError> {
-        if ids.is_empty() {
+    async fn mark_failed(
+        &self,
+        event_ids: &[Uuid],
+        retry_after: Duration,
+        error: &str,
+    ) -> Result<(), OutboxError> {
+        if event_ids.is_empty() {
             return Ok(());
         }
         let error: String = error.chars().take(MAX_ERROR_LENGTH).collect();
         let mut query = QueryBuilder::new("UPDATE outbox SET available_at = ");
         query.push_bind(after(retry_after)).push(", last_error = ").push_bind(error);
-        where_id_in(&mut query, ids);
+        where_in(&mut query, "event_id", event_ids);
         query.build().execute(&self.pool).await?;
         Ok(())
     }
@@ -231,7 +228,7 @@ mod tests {
 
     async fn enqueue_all(outbox: &SqliteOutbox, messages: &[OutgoingMessage]) {
         let mut tx = begin_write(&outbox.pool).await.unwrap();
-        enqueue(&mut tx, messages).await.unwrap();
+        enqueue(&mut tx, messages, Duration::ZERO).await.unwrap();
         tx.commit().await.unwrap();
     }
 
@@ -250,14 +247,15 @@ mod tests {
         assert_eq!(second.len(), 2);
         assert!(outbox.claim(10, Duration::from_secs(30)).await.unwrap().is_empty());
 
-        outbox.mark_published(&first.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
+        outbox.mark_published(&first.iter().map(|r| r.message.event_id).collect::<Vec<_>>()).await.unwrap();
         let backlog = outbox.backlog().await.unwrap();
         assert_eq!(backlog.pending, 2);
         assert!(backlog.oldest_age.is_some());
 
         // A failed publish makes the rows due after the backoff, with one more attempt counted.
         let ids: Vec<i64> = second.iter().map(|r| r.id).collect();
-        outbox.mark_failed(&ids, Duration::ZERO, "broker down").await.unwrap();
+        let event_ids: Vec<Uuid> = second.iter().map(|r| r.message.event_id).collect();
+        outbox.mark_failed(&event_ids, Duration::ZERO, "broker down").await.unwrap();
         let retried = outbox.claim(10, Duration::from_secs(30)).await.unwrap();
         assert_eq!(retried.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
         assert!(retried.iter().all(|record| record.attempts == 2));
@@ -281,7 +279,7 @@ mod tests {
         let (outbox, directory) = outbox().await;
         enqueue_all(&outbox, &[message(1), message(2), message(3)]).await;
         let claimed = outbox.claim(2, Duration::from_secs(30)).await.unwrap();
-        outbox.mark_published(&claimed.iter().map(|r| r.id).collect::<Vec<_>>()).await.unwrap();
+        outbox.mark_published(&claimed.iter().map(|r| r.message.event_id).collect::<Vec<_>>()).await.unwrap();
         assert_eq!(outbox.purge_published(Duration::from_secs(3600), 10).await.unwrap(), 0, "too recent");
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(outbox.purge_published(Duration::ZERO, 1).await.unwrap(), 1, "at most the limit");

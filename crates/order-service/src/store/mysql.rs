@@ -14,6 +14,8 @@ use sqlx::{MySqlPool, QueryBuilder, Row, mysql::MySqlRow};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
+use messaging::outbox::HANDOFF_RESERVATION;
+
 use super::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError};
 use crate::domain::Order;
 
@@ -241,7 +243,7 @@ async fn insert_all(pool: &MySqlPool, requests: &[WriteRequest]) -> Result<(), s
     orders.build().execute(&mut *tx).await?;
 
     let events: Vec<_> = requests.iter().map(|r| r.command.event.clone()).collect();
-    messaging::outbox::mysql::enqueue(&mut tx, &events).await?;
+    messaging::outbox::mysql::enqueue(&mut tx, &events, HANDOFF_RESERVATION).await?;
 
     let claims: Vec<(&IdempotencyClaim, &Order)> = requests
         .iter()
