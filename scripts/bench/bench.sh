@@ -30,9 +30,9 @@ delete_queues
 mysql -e "DROP DATABASE IF EXISTS ${NAME}_orders; DROP DATABASE IF EXISTS ${NAME}_analytics"
 mysql -e "CREATE DATABASE ${NAME}_orders; CREATE DATABASE ${NAME}_analytics"
 
-pids=()
+declare -A pid_of
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pid_of[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   mysql -e "DROP DATABASE IF EXISTS ${NAME}_orders; DROP DATABASE IF EXISTS ${NAME}_analytics"
   delete_queues
@@ -53,8 +53,8 @@ common=(
 )
 start() {
   local name=$1 port=$2; shift 2
-  env -i PATH="$PATH" "${common[@]}" SERVICE_PORT="$port" "$@" "$TARGET/$name" >"$LOGS/$name.log" 2>&1 &
-  pids+=($!)
+  env -i PATH="$PATH" "${common[@]}" SERVICE_PORT="$port" "$@" "$TARGET/$name" >>"$LOGS/$name.log" 2>&1 &
+  pid_of[$name]=$!
   for _ in $(seq 1 100); do curl -sf "localhost:$port/readyz" >/dev/null && return; sleep 0.2; done
   echo "$name did not become ready" >&2; cat "$LOGS/$name.log" >&2; exit 1
 }
@@ -62,7 +62,12 @@ start order-service $ORDER_PORT DATABASE_URL="mysql://root@127.0.0.1:3306/${NAME
 start analytics-service $ANALYTICS_PORT DATABASE_URL="mysql://root@127.0.0.1:3306/${NAME}_analytics"
 start notification-worker $NOTIFY_PORT
 
-rss() { for pid in "${pids[@]}"; do awk '/VmRSS/ {printf "%d MiB ", $2/1024}' "/proc/$pid/status"; done; echo; }
+rss() {
+  for name in order-service analytics-service notification-worker; do
+    awk '/VmRSS/ {printf "%d MiB ", $2/1024}' "/proc/${pid_of[$name]}/status"
+  done
+  echo
+}
 echo "idle RSS (order, analytics, notifications): $(rss)"
 
 summary_exact() {
@@ -94,17 +99,20 @@ for connections in 16 64; do
 done
 
 echo
-echo "== burst of $BURST orders, 64 connections"
-before=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.orders")
-started=$(python3 -c 'import time; print(time.time())')
-BENCH_LIMIT=$BURST BENCH_THREADS=2 wrk -t2 -c64 -d120s -s "$HERE/post.lua" "http://127.0.0.1:$ORDER_PORT" | grep -E "Requests/sec|requests in"
-last_post=$(python3 -c 'import time; print(time.time())')
+echo "== burst of $BURST orders with analytics-service stopped, then its drain"
+kill "${pid_of[analytics-service]}"; wait "${pid_of[analytics-service]}" 2>/dev/null || true
+read -r _ last_post < <(python3 "$HERE/burst.py" 127.0.0.1 $ORDER_PORT "$BURST" 32)
+backlog=$(rabbitmqctl -q list_queues name messages | awk -v q="$NAME.analytics.orders" '$1 == q {print $2}')
+start analytics-service $ANALYTICS_PORT DATABASE_URL="mysql://root@127.0.0.1:3306/${NAME}_analytics"
+restarted=$(python3 -c 'import time; print(time.time())')
+drained_after=$(wait_exact "$restarted")
+python3 -c "print(f'{$backlog} events waiting; summary exact {$drained_after} s after analytics-service started: {$backlog / $drained_after:.0f} events/s')"
+
+echo
+echo "== burst of $BURST orders, everything running"
+read -r first_post last_post < <(python3 "$HERE/burst.py" 127.0.0.1 $ORDER_PORT "$BURST" 32)
 exact_after=$(wait_exact "$last_post")
-after=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.orders")
-python3 -c "
-burst = $after - $before
-elapsed = $last_post - $started + $exact_after
-print(f'{burst} orders: accepted in {$last_post - $started:.2f} s, summary exact {$exact_after} s after the last POST; end-to-end {burst / elapsed:.0f} events/s')"
+python3 -c "print(f'{$BURST} orders in {$last_post - $first_post:.2f} s ({$BURST / ($last_post - $first_post):.0f}/s); summary exact {$exact_after} s after the last POST')"
 
 echo
 id=$(curl -s -X POST "localhost:$ORDER_PORT/orders" -H 'Content-Type: application/json' \

@@ -11,6 +11,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use crate::config::ConfigError;
 
+/// Idle time after which a pooled connection is pinged before it is used again.
+const STALE_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
@@ -75,6 +78,17 @@ impl DatabaseSettings {
         Ok(MySqlPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
+            // A connection used a moment ago is alive: pinging it before every use would add a
+            // round trip to every transaction. One that sat idle is checked before it is handed out.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > STALE_AFTER {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(self.connect_options()?))
     }
 }
