@@ -39,7 +39,7 @@ impl Default for OrderSettings {
     fn default() -> Self {
         OrderSettings {
             cache_ttl_seconds: 300,
-            writers: 2,
+            writers: 4,
             write_batch_size: 128,
             processed_queue: "orders.processed".into(),
         }
