@@ -5,7 +5,6 @@
 pub mod consumer;
 pub mod domain;
 pub mod http;
-pub mod metrics;
 pub mod service;
 pub mod settings;
 pub mod store;
@@ -20,16 +19,13 @@ use messaging::{
     rabbitmq::RabbitMq,
 };
 use platform::{
-    Health, Runtime, Shutdown,
-    cache::{VersionedCache, redis::RedisCache},
-    http::with_middleware,
-    metrics::HttpMetrics,
+    Runtime,
+    cache::{CacheMetrics, VersionedCache, redis::RedisCache},
+    http::Server,
 };
-use tokio::net::TcpListener;
 
 use crate::{
     consumer::OrderEventsHandler,
-    metrics::AnalyticsMetrics,
     service::AnalyticsService,
     settings::Settings,
     store::{AnalyticsStore, mysql::MySqlAnalyticsStore},
@@ -51,13 +47,8 @@ pub struct Backends {
     pub cache_name: &'static str,
 }
 
-pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: Shutdown,
-    health: Health,
-    settings: Settings,
-}
+/// A built analytics-service, listening and ready to run (see [`Server`] for running it).
+pub struct Application(Server);
 
 impl Application {
     /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
@@ -93,9 +84,8 @@ impl Application {
         messaging_metrics: MessagingMetrics,
         backends: Backends,
     ) -> anyhow::Result<Application> {
-        let Runtime { mut registry, health, shutdown } = runtime;
-        let http_metrics = HttpMetrics::register(&mut registry);
-        let analytics_metrics = AnalyticsMetrics::register(&mut registry);
+        let mut runtime = runtime;
+        let cache_metrics = CacheMetrics::register(&mut runtime.registry, "summary");
         messaging_metrics.init_routing_key(routing_key::ORDER_PROCESSED);
         let relay =
             Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
@@ -104,9 +94,9 @@ impl Application {
             backends.cache,
             settings.analytics.summary_cache_ttl(),
             relay.handoff(),
-            analytics_metrics,
+            cache_metrics,
         );
-        shutdown.spawn(relay.run(shutdown.clone()));
+        runtime.shutdown.spawn(relay.run(runtime.shutdown.clone()));
         backends
             .bus
             .subscribe(Subscription {
@@ -118,38 +108,36 @@ impl Application {
             .context("cannot consume OrderCreated events")?;
 
         let probe_service = service.clone();
-        health.add_probe(backends.store_name, true, move || {
+        runtime.health.add_probe(backends.store_name, true, move || {
             let service = probe_service.clone();
             async move { service.store().ping().await.map_err(|e| e.to_string()) }
         });
         let probe_service = service.clone();
-        health.add_probe(backends.cache_name, false, move || {
+        runtime.health.add_probe(backends.cache_name, false, move || {
             let service = probe_service.clone();
             async move { service.ping_cache().await }
         });
 
-        let router =
-            http::router(service).merge(platform::http::ops_router(health.clone(), Arc::new(registry)));
-        let router = with_middleware(router, &settings.http, http_metrics);
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", settings.http.host, settings.http.port))?;
-        Ok(Application { listener, router, shutdown, health, settings })
+        let server = Server::bind(http::router(service), runtime, &settings.http, &settings.shutdown).await?;
+        Ok(Application(server))
     }
 
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
-    }
-
-    pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub fn health(&self) -> Health {
-        self.health.clone()
-    }
-
+    /// Serves until shutdown is triggered, then drains within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        platform::http::serve(self.listener, self.router, self.shutdown, &self.settings.shutdown).await
+        self.0.run_until_stopped().await
+    }
+}
+
+impl std::ops::Deref for Application {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl From<Application> for Server {
+    fn from(application: Application) -> Server {
+        application.0
     }
 }

@@ -6,12 +6,11 @@ use bytes::Bytes;
 use chrono::Utc;
 use contracts::{Envelope, OrderProcessed, event_type, routing_key};
 use messaging::{OutgoingMessage, outbox::OutboxHandoff};
-use platform::cache::VersionedCache;
+use platform::cache::{CacheMetrics, VersionedCache};
 use uuid::Uuid;
 
 use crate::{
     domain::{OrderFact, Summary},
-    metrics::AnalyticsMetrics,
     store::{AnalyticsStore, Applied, Counted, StoreError},
 };
 
@@ -24,7 +23,7 @@ pub struct AnalyticsService {
     cache: Arc<dyn VersionedCache>,
     summary_ttl: Duration,
     outbox: OutboxHandoff,
-    metrics: AnalyticsMetrics,
+    cache_metrics: CacheMetrics,
 }
 
 impl AnalyticsService {
@@ -33,9 +32,9 @@ impl AnalyticsService {
         cache: Arc<dyn VersionedCache>,
         summary_ttl: Duration,
         outbox: OutboxHandoff,
-        metrics: AnalyticsMetrics,
+        cache_metrics: CacheMetrics,
     ) -> Self {
-        AnalyticsService { store, cache, summary_ttl, outbox, metrics }
+        AnalyticsService { store, cache, summary_ttl, outbox, cache_metrics }
     }
 
     pub fn store(&self) -> &dyn AnalyticsStore {
@@ -59,12 +58,12 @@ impl AnalyticsService {
     pub async fn summary_json(&self) -> Result<Bytes, StoreError> {
         match self.cache.get(SUMMARY_KEY).await {
             Ok(Some(body)) => {
-                self.metrics.cache("hit");
+                self.cache_metrics.hit();
                 return Ok(body);
             }
-            Ok(None) => self.metrics.cache("miss"),
+            Ok(None) => self.cache_metrics.miss(),
             Err(error) => {
-                self.metrics.cache("error");
+                self.cache_metrics.error();
                 tracing::debug!(event = "cache_failed", error = %error, "summary cache unavailable; reading the database");
             }
         }
@@ -79,7 +78,7 @@ impl AnalyticsService {
         if let Err(error) =
             self.cache.put(SUMMARY_KEY, summary.total_orders, body.clone(), self.summary_ttl).await
         {
-            self.metrics.cache("error");
+            self.cache_metrics.error();
             tracing::warn!(event = "cache_failed", error = %error, "could not refresh the cached summary");
         }
         body

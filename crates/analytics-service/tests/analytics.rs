@@ -145,7 +145,10 @@ async fn a_redelivered_event_is_counted_once(backend: Backend) {
     assert_eq!(processed.collect(2, Duration::from_secs(10)).await.len(), 2);
     assert!(processed.next(Duration::from_millis(500)).await.is_none(), "one OrderProcessed per order");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("outcome=\"duplicate\""), "{metrics}");
+    assert!(
+        test_support::metric_sum(&metrics, "messages_consumed_total", "outcome=\"duplicate\"") > 0.0,
+        "{metrics}"
+    );
     app.cleanup().await;
 }
 
@@ -176,7 +179,7 @@ async fn bad_messages_are_parked_and_never_block_the_queue(backend: Backend) {
     assert!(reasons.iter().any(|r| r.contains("quantity")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("OrderShipped")), "{reasons:?}");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("messages_dead_lettered_total"), "{metrics}");
+    assert!(test_support::metric_sum(&metrics, "messages_dead_lettered_total", "") > 0.0, "{metrics}");
 
     // Replayed, they fail again and are parked again: nothing is lost, nothing counted.
     let replayed = app.parked(ParkedCommand::Replay { limit: 10 }).await;
@@ -223,7 +226,7 @@ async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns(
     assert_eq!(summary["total_revenue"].to_string(), "16.5");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("messages_retried_total"),
+        test_support::metric_sum(&metrics, "messages_retried_total", "") > 0.0,
         "the failures went through the retry queues: {metrics}"
     );
     app.cleanup().await;
@@ -237,6 +240,9 @@ async fn the_summary_is_never_stale_after_a_commit(backend: Backend) {
         assert_eq!(summary["total_revenue"], round);
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains(r#"cache_requests_total{cache="summary",result="hit"}"#), "{metrics}");
+    assert!(
+        test_support::metric_value(&metrics, r#"cache_requests_total{cache="summary",result="hit"}"#) > 0.0,
+        "{metrics}"
+    );
     app.cleanup().await;
 }

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use contracts::routing_key;
 use messaging::{EventBus, MessagingMetrics, Subscription, rabbitmq::RabbitMq};
-use platform::{Health, Runtime, Shutdown, http::with_middleware, metrics::HttpMetrics, redis::RedisClient};
-use tokio::net::TcpListener;
+use platform::{Runtime, http::Server, redis::RedisClient};
 
 use crate::{
     dedupe::{Dedupe, RedisDedupe},
@@ -35,14 +34,8 @@ pub struct Backends {
     pub dedupe_name: &'static str,
 }
 
-/// A built notification-worker, consuming and listening.
-pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: Shutdown,
-    health: Health,
-    settings: Settings,
-}
+/// A built notification-worker, consuming and listening (see [`Server`] for running it).
+pub struct Application(Server);
 
 impl Application {
     /// The production worker: connects to Redis and RabbitMQ (in the background: neither need be
@@ -81,9 +74,8 @@ impl Application {
         backends: Backends,
     ) -> anyhow::Result<Application> {
         settings.validate()?;
-        let Runtime { mut registry, health, shutdown } = runtime;
-        let http_metrics = HttpMetrics::register(&mut registry);
-        let notification_metrics = NotificationMetrics::register(&mut registry);
+        let mut runtime = runtime;
+        let notification_metrics = NotificationMetrics::register(&mut runtime.registry);
         let notifications = &settings.notifications;
         let handler = NotificationHandler::new(
             channel::from_settings(notifications)?,
@@ -106,35 +98,32 @@ impl Application {
             .context("cannot consume order events")?;
         // Without the store nothing can be deduplicated, so nothing is sent.
         let dedupe = backends.dedupe;
-        health.add_probe(backends.dedupe_name, true, move || {
+        runtime.health.add_probe(backends.dedupe_name, true, move || {
             let dedupe = dedupe.clone();
             async move { dedupe.ping().await.map_err(|e| e.to_string()) }
         });
 
-        let router = platform::http::ops_router(health.clone(), Arc::new(registry));
-        let router = with_middleware(router, &settings.http, http_metrics);
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", settings.http.host, settings.http.port))?;
-        Ok(Application { listener, router, shutdown, health, settings })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
-    }
-
-    /// Triggering it stops the worker gracefully.
-    pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub fn health(&self) -> Health {
-        self.health.clone()
+        let server = Server::bind(axum::Router::new(), runtime, &settings.http, &settings.shutdown).await?;
+        Ok(Application(server))
     }
 
     /// Serves until shutdown is triggered; then the consumer finishes the batch in hand, within
     /// the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        platform::http::serve(self.listener, self.router, self.shutdown, &self.settings.shutdown).await
+        self.0.run_until_stopped().await
+    }
+}
+
+impl std::ops::Deref for Application {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl From<Application> for Server {
+    fn from(application: Application) -> Server {
+        application.0
     }
 }

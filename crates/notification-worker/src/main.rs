@@ -6,10 +6,7 @@ use std::process::ExitCode;
 
 use messaging::rabbitmq::cli::ParkedCommand;
 use notification_worker::{Application, SERVICE_NAME, settings::Settings};
-use platform::telemetry::Telemetry;
-
-/// Bad configuration or command line.
-const EXIT_CONFIG: u8 = 64;
+use platform::{config::EXIT_CONFIG, http::Server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,52 +24,21 @@ async fn main() -> ExitCode {
         Err(error) => return fail(&error.to_string(), EXIT_CONFIG),
     };
     if let Some(command) = command {
-        return parked(command, settings).await;
+        // JSON on stdout, and no logs.
+        return match command.execute(settings.rabbitmq, &settings.notifications.queue).await {
+            Ok(answer) => {
+                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error, 1),
+        };
     }
-    let telemetry = match Telemetry::init(SERVICE_NAME, &settings.telemetry) {
-        Ok(telemetry) => telemetry,
-        Err(error) => return fail(&error.to_string(), EXIT_CONFIG),
-    };
-    let code = run(settings).await;
-    telemetry.shutdown(std::time::Duration::from_secs(5));
-    code
+    let (telemetry, shutdown) = (settings.telemetry.clone(), settings.shutdown.clone());
+    let build = async { Application::build(settings).await.map(Server::from) };
+    Server::run_service(SERVICE_NAME, &telemetry, &shutdown, build).await
 }
 
 fn fail(message: &str, code: u8) -> ExitCode {
     eprintln!("{SERVICE_NAME}: {message}");
     ExitCode::from(code)
-}
-
-async fn run(settings: Settings) -> ExitCode {
-    let drain_delay = settings.shutdown.drain_delay();
-    let application = match Application::build(settings).await {
-        Ok(application) => application,
-        Err(error) => {
-            tracing::error!(event = "startup_failed", error = format!("{error:#}"), "could not start");
-            return ExitCode::FAILURE;
-        }
-    };
-    platform::shutdown::trigger_on_signal(application.health(), application.shutdown(), drain_delay);
-    tracing::info!(event = "listening", port = application.port(), "{SERVICE_NAME} listening");
-    match application.run_until_stopped().await {
-        Ok(()) => {
-            tracing::info!(event = "stopped", "{SERVICE_NAME} stopped");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(event = "server_failed", error = %error, "server failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `parked list|replay` on the worker's queue: JSON on stdout, and no logs.
-async fn parked(command: ParkedCommand, settings: Settings) -> ExitCode {
-    match command.execute(settings.rabbitmq, &settings.notifications.queue).await {
-        Ok(answer) => {
-            println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Err(error) => fail(&error, 1),
-    }
 }

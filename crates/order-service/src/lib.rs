@@ -20,12 +20,10 @@ use messaging::{
     rabbitmq::RabbitMq,
 };
 use platform::{
-    Health, Runtime, Shutdown,
+    Runtime,
     cache::{VersionedCache, redis::RedisCache},
-    http::with_middleware,
-    metrics::HttpMetrics,
+    http::Server,
 };
-use tokio::net::TcpListener;
 
 use crate::{
     metrics::OrderMetrics,
@@ -51,14 +49,8 @@ pub struct Backends {
     pub cache_name: &'static str,
 }
 
-/// A built order-service, listening and ready to run.
-pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: Shutdown,
-    health: Health,
-    settings: Settings,
-}
+/// A built order-service, listening and ready to run (see [`Server`] for running it).
+pub struct Application(Server);
 
 impl Application {
     /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
@@ -98,9 +90,8 @@ impl Application {
         messaging_metrics: MessagingMetrics,
         backends: Backends,
     ) -> anyhow::Result<Application> {
-        let Runtime { mut registry, health, shutdown } = runtime;
-        let http_metrics = HttpMetrics::register(&mut registry);
-        let order_metrics = OrderMetrics::register(&mut registry);
+        let mut runtime = runtime;
+        let order_metrics = OrderMetrics::register(&mut runtime.registry);
         messaging_metrics.init_routing_key(routing_key::ORDER_CREATED);
         let relay =
             Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
@@ -111,7 +102,7 @@ impl Application {
             relay.handoff(),
             order_metrics,
         );
-        shutdown.spawn(relay.run(shutdown.clone()));
+        runtime.shutdown.spawn(relay.run(runtime.shutdown.clone()));
         backends
             .bus
             .subscribe(Subscription {
@@ -126,39 +117,36 @@ impl Application {
             .context("cannot consume OrderProcessed events")?;
 
         let probe_service = service.clone();
-        health.add_probe(backends.store_name, true, move || {
+        runtime.health.add_probe(backends.store_name, true, move || {
             let service = probe_service.clone();
             async move { service.ping_store().await.map_err(|e| e.to_string()) }
         });
         let probe_service = service.clone();
-        health.add_probe(backends.cache_name, false, move || {
+        runtime.health.add_probe(backends.cache_name, false, move || {
             let service = probe_service.clone();
             async move { service.ping_cache().await }
         });
 
-        let router =
-            http::router(service).merge(platform::http::ops_router(health.clone(), Arc::new(registry)));
-        let router = with_middleware(router, &settings.http, http_metrics);
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", settings.http.host, settings.http.port))?;
-        Ok(Application { listener, router, shutdown, health, settings })
-    }
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
-    }
-
-    /// Triggering it stops the service gracefully.
-    pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub fn health(&self) -> Health {
-        self.health.clone()
+        let server = Server::bind(http::router(service), runtime, &settings.http, &settings.shutdown).await?;
+        Ok(Application(server))
     }
 
     /// Serves until shutdown is triggered, then drains within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        platform::http::serve(self.listener, self.router, self.shutdown, &self.settings.shutdown).await
+        self.0.run_until_stopped().await
+    }
+}
+
+impl std::ops::Deref for Application {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl From<Application> for Server {
+    fn from(application: Application) -> Server {
+        application.0
     }
 }

@@ -61,12 +61,12 @@ impl OrderService {
     pub async fn get_json(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
         match self.cache.get(&cache_key(id)).await {
             Ok(Some(body)) => {
-                self.metrics.cache("hit");
+                self.metrics.cache.hit();
                 return Ok(Some(body));
             }
-            Ok(None) => self.metrics.cache("miss"),
+            Ok(None) => self.metrics.cache.miss(),
             Err(error) => {
-                self.metrics.cache("error");
+                self.metrics.cache.error();
                 tracing::debug!(event = "cache_failed", error = %error, "order cache unavailable; reading the database");
             }
         }
@@ -75,7 +75,7 @@ impl OrderService {
         if let Err(error) =
             self.cache.put(&cache_key(id), order.version(), body.clone(), self.cache_ttl).await
         {
-            self.metrics.cache("error");
+            self.metrics.cache.error();
             tracing::debug!(event = "cache_failed", error = %error, "could not cache the order");
         }
         Ok(Some(body))
@@ -92,7 +92,7 @@ impl OrderService {
         // Replace the cached bodies with the new versions, so readers see the new status at once.
         let refreshes = changed.iter().map(|order| async move {
             if let Err(error) = self.cache.put(&cache_key(order.id), order.version(), order_json(order), self.cache_ttl).await {
-                self.metrics.cache("error");
+                self.metrics.cache.error();
                 tracing::warn!(event = "cache_failed", order_id = %order.id, error = %error, "could not refresh the cached order");
             }
         });

@@ -16,12 +16,10 @@ use messaging::{
     rabbitmq::cli::ParkedCommand,
 };
 use orderflow::{BUS_DB, Orderflow, Runtimes, Settings};
-use platform::{Shutdown, telemetry::Telemetry};
+use platform::{Shutdown, config::EXIT_CONFIG, telemetry::Telemetry};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
-/// Bad configuration or command line.
-const EXIT_CONFIG: u8 = 64;
 const NAME: &str = "orderflow";
 
 fn main() -> ExitCode {

@@ -20,6 +20,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// Environment variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_ENV: &str = "ORDERFLOW_CONFIG";
+/// Exit code of a process refused for its configuration or command line (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
 /// Prefix of the nested environment form.
 pub const ENV_PREFIX: &str = "ORDERFLOW_";
 

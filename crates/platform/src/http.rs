@@ -298,3 +298,101 @@ pub async fn serve(
     }
     result
 }
+
+/// A service's HTTP side: its API plus `/livez`, `/readyz` and `/metrics`, wrapped in the shared
+/// middleware and bound to its port.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    health: Health,
+    shutdown: Shutdown,
+    grace: ShutdownSettings,
+}
+
+impl Server {
+    /// Completes `runtime`'s registry with the HTTP metrics and binds the listener.
+    pub async fn bind(
+        api: Router,
+        runtime: crate::Runtime,
+        http: &HttpSettings,
+        shutdown: &ShutdownSettings,
+    ) -> std::io::Result<Server> {
+        let crate::Runtime { mut registry, health, shutdown: stop } = runtime;
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let router = api.merge(ops_router(health.clone(), Arc::new(registry)));
+        let router = with_middleware(router, http, http_metrics);
+        let listener = TcpListener::bind((http.host.as_str(), http.port)).await.map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("cannot listen on {}:{}: {error}", http.host, http.port),
+            )
+        })?;
+        Ok(Server { listener, router, health, shutdown: stop, grace: shutdown.clone() })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Triggering it stops the service gracefully.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until shutdown is triggered, then lets requests and background work finish within
+    /// the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        serve(self.listener, self.router, self.shutdown, &self.grace).await
+    }
+}
+
+impl Server {
+    /// The whole life of a service binary once it is configured: telemetry, `build`, serving
+    /// until SIGTERM/SIGINT (readiness fails first, then a graceful stop), trace flush. Returns
+    /// the process's exit code.
+    pub async fn run_service<E: std::fmt::Display>(
+        service: &str,
+        telemetry: &crate::TelemetrySettings,
+        shutdown: &ShutdownSettings,
+        build: impl Future<Output = Result<Server, E>>,
+    ) -> std::process::ExitCode {
+        use std::process::ExitCode;
+        let telemetry = match crate::telemetry::Telemetry::init(service, telemetry) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("{service}: {error}");
+                return ExitCode::from(crate::config::EXIT_CONFIG);
+            }
+        };
+        let code = match build.await {
+            Ok(server) => {
+                crate::shutdown::trigger_on_signal(
+                    server.health(),
+                    server.shutdown(),
+                    shutdown.drain_delay(),
+                );
+                tracing::info!(event = "listening", port = server.port(), "{service} listening");
+                match server.run_until_stopped().await {
+                    Ok(()) => {
+                        tracing::info!(event = "stopped", "{service} stopped");
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        tracing::error!(event = "server_failed", error = %error, "server failed");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(event = "startup_failed", error = format!("{error:#}"), "could not start");
+                ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown(std::time::Duration::from_secs(5));
+        code
+    }
+}

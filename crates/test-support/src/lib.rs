@@ -153,3 +153,20 @@ pub async fn wait_for_consumer(queue: &str, timeout: Duration) {
     .await;
     let _ = connection.close(200, "done".into()).await;
 }
+
+/// The value of one series (`name{labels}`, exactly as exposed) in Prometheus text, 0 if absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sum of every series of metric `name` whose labels contain `label` (e.g. `outcome="duplicate"`).
+pub fn metric_sum(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

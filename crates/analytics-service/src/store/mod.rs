@@ -45,25 +45,11 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Transient database errors, and a unique violation: another consumer recorded one of the
+/// batch's events at the same moment, so the batch is retried and then seen as a duplicate.
 fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation()
-                || platform::sqlite::is_unavailable(db.as_ref())
-                || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
-                    // shutting down, too many connections, lock wait timeout, deadlock,
-                    // read-only during failover, query interrupted
-                    matches!(e.number(), 1053 | 1040 | 1205 | 1213 | 1290 | 1317 | 1927)
-                })
-        }
-        _ => false,
-    }
+    platform::database::is_transient(error)
+        || error.as_database_error().is_some_and(|db| db.is_unique_violation())
 }
 
 #[async_trait]

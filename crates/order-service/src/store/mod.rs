@@ -55,36 +55,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// A database error shared by every order of a failed write batch.
+    #[error("database error: {0}")]
+    Failed(String),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
+        if platform::database::is_transient(&error) {
             StoreError::Unavailable(error.to_string())
         } else {
             StoreError::Database(error)
         }
-    }
-}
-
-/// Errors that say "the database is not there right now" rather than "this request is wrong".
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            platform::sqlite::is_unavailable(db.as_ref())
-                || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
-                    // Server shutting down, too many connections, lock wait timeout, deadlock,
-                    // read-only (during a failover), query interrupted.
-                    matches!(e.number(), 1053 | 1040 | 1205 | 1213 | 1290 | 1317 | 1927)
-                })
-        }
-        _ => false,
     }
 }
 

@@ -109,9 +109,8 @@ async fn write_batch(pool: &MySqlPool, batch: Vec<WriteRequest>) {
                 leaders = fresh;
             }
             Err(error) => {
-                let message = error.to_string();
                 for request in leaders.into_iter().chain(followers.into_iter().map(|f| f.request)) {
-                    let _ = request.reply.send(Err(StoreError::from_message(&error, &message)));
+                    let _ = request.reply.send(Err(StoreError::for_each_caller(&error)));
                 }
                 return;
             }
@@ -149,12 +148,11 @@ async fn write_batch(pool: &MySqlPool, batch: Vec<WriteRequest>) {
                 }
             }
             Err(error) => {
-                let message = error.to_string();
                 for request in leaders {
                     if let Some(claim) = &request.command.idempotency {
-                        outcomes.insert(claim.key.clone(), Err(message.clone()));
+                        outcomes.insert(claim.key.clone(), Err(error.to_string()));
                     }
-                    let _ = request.reply.send(Err(StoreError::from_message(&error, &message)));
+                    let _ = request.reply.send(Err(StoreError::for_each_caller(&error)));
                 }
             }
         }
@@ -181,12 +179,12 @@ fn replay(claim: &IdempotencyClaim, order: &Order, fingerprint: &[u8; 32]) -> Re
 }
 
 impl StoreError {
-    /// Rebuilds an error for each caller of a failed batch (sqlx errors cannot be cloned).
-    fn from_message(error: &sqlx::Error, message: &str) -> StoreError {
-        if super::is_unavailable(error) {
-            StoreError::Unavailable(message.to_owned())
+    /// The error of a failed batch, for each of its callers (sqlx errors cannot be cloned).
+    fn for_each_caller(error: &sqlx::Error) -> StoreError {
+        if platform::database::is_transient(error) {
+            StoreError::Unavailable(error.to_string())
         } else {
-            StoreError::Unavailable(format!("write failed: {message}"))
+            StoreError::Failed(error.to_string())
         }
     }
 }

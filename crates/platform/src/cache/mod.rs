@@ -28,3 +28,47 @@ pub trait VersionedCache: Send + Sync {
     async fn put(&self, key: &str, version: i64, body: Bytes, ttl: Duration) -> Result<(), CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    /// `hit`, `miss` or `error`.
+    result: &'static str,
+}
+
+/// `cache_requests_total{cache, result}` of one named cache.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    cache: &'static str,
+    requests:
+        prometheus_client::metrics::family::Family<CacheLabels, prometheus_client::metrics::counter::Counter>,
+}
+
+impl CacheMetrics {
+    /// Registers the family with its three series at zero.
+    pub fn register(registry: &mut prometheus_client::registry::Registry, cache: &'static str) -> Self {
+        let metrics = CacheMetrics { cache, requests: Default::default() };
+        registry.register("cache_requests", "Cache lookups by result", metrics.requests.clone());
+        for result in ["hit", "miss", "error"] {
+            metrics.requests.get_or_create_owned(&CacheLabels { cache, result });
+        }
+        metrics
+    }
+
+    pub fn hit(&self) {
+        self.count("hit");
+    }
+
+    pub fn miss(&self) {
+        self.count("miss");
+    }
+
+    /// The cache failed or timed out; the caller carried on without it.
+    pub fn error(&self) {
+        self.count("error");
+    }
+
+    fn count(&self, result: &'static str) {
+        self.requests.get_or_create(&CacheLabels { cache: self.cache, result }).inc();
+    }
+}
