@@ -29,17 +29,28 @@ pub struct AnalyticsSettings {
     pub queue: String,
     /// Longest time a cached summary can outlive a failed cache refresh.
     pub summary_cache_ttl_seconds: u64,
+    /// How long a counted event's id is remembered: a redelivery or replay after that would be
+    /// counted again.
+    pub inbox_retention_days: u64,
 }
 
 impl Default for AnalyticsSettings {
     fn default() -> Self {
-        AnalyticsSettings { queue: "analytics.orders".into(), summary_cache_ttl_seconds: 10 }
+        AnalyticsSettings {
+            queue: "analytics.orders".into(),
+            summary_cache_ttl_seconds: 10,
+            inbox_retention_days: 30,
+        }
     }
 }
 
 impl AnalyticsSettings {
     pub fn summary_cache_ttl(&self) -> Duration {
         Duration::from_secs(self.summary_cache_ttl_seconds)
+    }
+
+    pub fn inbox_retention(&self) -> Duration {
+        Duration::from_secs(self.inbox_retention_days * 86_400)
     }
 }
 

@@ -33,6 +33,8 @@ pub struct OrderSettings {
     pub write_batch_size: usize,
     /// Queue of `OrderProcessed` events that move orders to `processed`.
     pub processed_queue: String,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_key_retention_hours: u64,
 }
 
 impl Default for OrderSettings {
@@ -42,6 +44,7 @@ impl Default for OrderSettings {
             writers: 4,
             write_batch_size: 128,
             processed_queue: "orders.processed".into(),
+            idempotency_key_retention_hours: 24,
         }
     }
 }
@@ -49,6 +52,10 @@ impl Default for OrderSettings {
 impl OrderSettings {
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_seconds)
+    }
+
+    pub fn idempotency_key_retention(&self) -> Duration {
+        Duration::from_secs(self.idempotency_key_retention_hours * 3600)
     }
 }
 

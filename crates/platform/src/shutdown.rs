@@ -45,6 +45,23 @@ impl Shutdown {
         self.tasks.spawn(task)
     }
 
+    /// Runs `task` every `period` (the first time after one period) until shutdown.
+    pub fn spawn_periodic<F, Fut>(&self, period: Duration, mut task: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let stop = self.clone();
+        self.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(period) => task().await,
+                    () = stop.requested() => return,
+                }
+            }
+        });
+    }
+
     /// Waits for the tracked tasks to finish; false if `grace` ran out first.
     pub async fn wait_for_tasks(&self, grace: Duration) -> bool {
         self.tasks.close();

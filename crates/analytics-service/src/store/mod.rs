@@ -67,5 +67,9 @@ pub trait AnalyticsStore: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Bucket>, StoreError>;
+    /// Forgets up to `limit` inbox entries recorded before `before`; returns how many. An event
+    /// redelivered after its entry is gone would be counted again, so keep them far longer than
+    /// any redelivery or replay can take.
+    async fn purge_inbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }

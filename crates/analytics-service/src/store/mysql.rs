@@ -276,6 +276,15 @@ impl AnalyticsStore for MySqlAnalyticsStore {
         Ok(buckets)
     }
 
+    async fn purge_inbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM processed_events WHERE processed_at < ? LIMIT ?")
+            .bind(before)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -279,6 +279,18 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .map_err(StoreError::from)
     }
 
+    async fn purge_inbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM processed_events WHERE event_id IN \
+             (SELECT event_id FROM processed_events WHERE processed_at < ? LIMIT ?)",
+        )
+        .bind(time_text(before))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -80,5 +80,7 @@ pub trait OrderStore: Send + Sync {
     /// returns those it changed, as they are now. Orders already processed, or unknown, are left
     /// alone, so a redelivered event changes nothing.
     async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Order>, StoreError>;
+    /// Forgets up to `limit` idempotency keys used before `before`; returns how many.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -366,6 +366,15 @@ impl OrderStore for MySqlOrderStore {
         Ok(changed)
     }
 
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ? LIMIT ?")
+            .bind(before)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

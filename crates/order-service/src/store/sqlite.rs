@@ -255,6 +255,19 @@ impl OrderStore for SqliteOrderStore {
         Ok(rows.iter().map(order_from_row).collect::<Result<_, _>>()?)
     }
 
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        // SQLite has no DELETE … LIMIT (without a compile option): pick the rows first.
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE idempotency_key IN \
+             (SELECT idempotency_key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+        )
+        .bind(time_text(before))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
