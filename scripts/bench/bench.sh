@@ -15,7 +15,10 @@ NAME="ofbench"  # exchanges are reused between runs; queues and databases are re
 ORDER_PORT=18080 ANALYTICS_PORT=18081 NOTIFY_PORT=18082
 LOGS=$(mktemp -d)
 
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)"
+  { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } >/dev/null
+fi
 "$ROOT/scripts/ensure-servers.sh" >/dev/null
 (cd "$ROOT" && cargo build --release --locked -q -p order-service -p analytics-service -p notification-worker)
 
@@ -83,6 +86,15 @@ sys.exit(0 if ok else 1)
 PY
 }
 
+# Where events wait: unpublished outbox rows of each service, then messages in each queue.
+backlog() {
+  local orders analytics
+  orders=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.outbox WHERE published_at IS NULL")
+  analytics=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_analytics.outbox WHERE published_at IS NULL")
+  echo -n "outbox orders=$orders analytics=$analytics; queues "
+  rabbitmqctl -q list_queues name messages | awk -v p="$NAME." 'index($1, p) == 1 && $1 !~ /retry|dlq/ {printf "%s=%s ", substr($1, length(p) + 1), $2}'
+}
+
 wait_exact() {
   local started=$1
   until summary_exact; do sleep 0.05; done
@@ -95,6 +107,7 @@ for connections in 16 64; do
   wrk -t2 -c"$connections" -d"$DURATION" --latency -s "$HERE/post.lua" "http://127.0.0.1:$ORDER_PORT" \
     | grep -E "Requests/sec|Latency  |50%|99%|Non-2xx|Socket errors"
   last_post=$(python3 -c 'import time; print(time.time())')
+  echo "backlog when the load stopped: $(backlog)"
   echo "summary exact $(wait_exact "$last_post") s after the last POST"
 done
 

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use contracts::{Envelope, OrderCreated, event_type, routing_key};
 use messaging::{OutgoingMessage, outbox::OutboxHandoff};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use platform::cache::VersionedCache;
@@ -46,14 +47,24 @@ impl OrderService {
         let idempotency = idempotency_key.map(|key| IdempotencyClaim { key, fingerprint: new.fingerprint() });
         let order = Order::accept(new);
         let event = order_created_event(&order);
-        let created = self.store.create(CreateCommand { order, event: event.clone(), idempotency }).await?;
-        if let Created::New(order) = &created {
-            self.outbox.publish_committed([event]);
-            self.metrics.orders_created.inc();
-            self.metrics.create_duration.observe(started.elapsed().as_secs_f64());
-            tracing::info!(event = "order_created", order_id = %order.id, customer_id = %order.customer_id, "order created");
-        }
-        Ok(created)
+        // The write and the handoff of its event run in a task of their own: a client that hangs
+        // up drops this future, and an order committed meanwhile must still go out at once.
+        let service = self.clone();
+        let write = tokio::spawn(
+            async move {
+                let command = CreateCommand { order, event: event.clone(), idempotency };
+                let created = service.store.create(command).await?;
+                if let Created::New(order) = &created {
+                    service.outbox.publish_committed([event]);
+                    service.metrics.orders_created.inc();
+                    service.metrics.create_duration.observe(started.elapsed().as_secs_f64());
+                    tracing::info!(event = "order_created", order_id = %order.id, customer_id = %order.customer_id, "order created");
+                }
+                Ok(created)
+            }
+            .in_current_span(),
+        );
+        write.await.map_err(|error| StoreError::Unavailable(format!("order write failed: {error}")))?
     }
 
     /// The order's JSON body: from the cache when it has it, else from the store (then cached).

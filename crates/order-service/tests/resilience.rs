@@ -14,6 +14,7 @@ use messaging::{
     rabbitmq::RabbitMq,
 };
 use serde_json::Value;
+use sqlx::{Connection, MySqlConnection};
 use support::{TestApp, eventually, order_body};
 use test_support::{FaultProxy, host_port, metric_value};
 
@@ -58,6 +59,27 @@ async fn orders_accepted_while_the_broker_is_down_are_published_when_it_returns(
         (app.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0).then_some(())
     })
     .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_order_committed_after_its_client_hung_up_is_published_at_once() {
+    let mut app = TestApp::spawn().await;
+    let mut listener = app.listen("order.created").await;
+    // Hold the write back so that the client gives up while its order waits to be stored.
+    let database_url = app.settings.database.url.clone().unwrap();
+    let mut blocker = MySqlConnection::connect(&database_url).await.unwrap();
+    sqlx::query("LOCK TABLES orders WRITE").execute(&mut blocker).await.unwrap();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let abandoned = impatient.post(app.url("/orders")).json(&order_body("gone", "5.00")).send().await;
+    assert!(abandoned.is_err(), "the client hung up before an answer");
+    sqlx::query("UNLOCK TABLES").execute(&mut blocker).await.unwrap();
+
+    // Not after the handoff reservation (10 s) has run out: the relay gets it straight away.
+    let event =
+        listener.next(Duration::from_secs(5)).await.expect("the committed order is published at once");
+    assert_eq!(event.body["data"]["customer_id"], "gone");
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
     app.cleanup().await;
 }
 

@@ -53,8 +53,10 @@ impl Default for RabbitSettings {
             password: "guest".into(),
             vhost: "/".into(),
             exchange: "orders".into(),
-            prefetch: 256,
-            batch_size: 128,
+            // A consumer that fell behind catches up in large batches: a batch costs a few
+            // statements whatever its size.
+            prefetch: 1024,
+            batch_size: 512,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
             delivery_limit: 10,
             publish_timeout_ms: 5_000,
