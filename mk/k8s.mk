@@ -17,7 +17,7 @@ KUBE_PROMETHEUS_STACK_VERSION ?= 88.5.3
 KEDA_VERSION                  ?= 2.17.2
 METRICS_SERVER_VERSION        ?= 3.12.2
 
-.PHONY: kind-up kind-down k8s-addons dev deploy port-forward k8s-tools chart-test chart-golden-update release-check k8s-binary-check
+.PHONY: kind-up kind-down k8s-addons dev deploy port-forward logs notification k8s-tools chart-test chart-golden-update release-check k8s-binary-check
 
 kind-up: ## Create the local kind cluster from kind-config.yaml (idempotent)
 	@command -v kind >/dev/null || { echo "kind not found: install it from https://kind.sigs.k8s.io"; exit 1; }
@@ -57,6 +57,14 @@ port-forward: ## Forward order-service :8080, analytics :8081, RabbitMQ UI :1567
 	$(KUBECTL) --context $(K8S_CONTEXT) -n $(K8S_NAMESPACE) port-forward svc/$(K8S_RELEASE)-rabbitmq 15672:15672 & \
 	$(KUBECTL) --context $(K8S_CONTEXT) -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80 & \
 	wait
+
+logs: ## Follow the logs of the three services in the cluster (make run prints them to its terminal)
+	$(KUBECTL) --context $(K8S_CONTEXT) -n $(K8S_NAMESPACE) logs -f --prefix --max-log-requests 20 \
+		-l 'app.kubernetes.io/instance=$(K8S_RELEASE),app.kubernetes.io/component in (order-service,analytics-service,notification-worker)'
+
+notification: ## Follow the notification worker's logs in the cluster (one line per notification)
+	$(KUBECTL) --context $(K8S_CONTEXT) -n $(K8S_NAMESPACE) logs -f --prefix --max-log-requests 20 \
+		-l 'app.kubernetes.io/instance=$(K8S_RELEASE),app.kubernetes.io/component=notification-worker'
 
 k8s-tools: ## Install the pinned validation tools (helm, kubernetes-validate, checkov, ...) into .tools/ and .venv/
 	scripts/k8s/install-tools.sh
