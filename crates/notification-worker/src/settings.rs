@@ -42,9 +42,9 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Reads the settings from the environment (and the file `ORDERFLOW_CONFIG` names), checked.
+    /// Reads the settings from the environment, `.env` and the file `ORDERFLOW_CONFIG` names, checked.
     pub fn load() -> Result<Settings, ConfigError> {
-        Self::load_from(std::env::vars())
+        Self::load_from(platform::config::environment()?)
     }
 
     /// Reads the settings from the given environment, checked.

@@ -1,4 +1,4 @@
-//! Configuration: defaults < optional TOML file < environment.
+//! Configuration: defaults < optional TOML file < `.env` file < environment.
 //!
 //! Two environment forms are read:
 //! - the flat names of the system we replace and a few more (`DB_HOST`, `SERVICE_PORT`, …), see [`FLAT_ENV`];
@@ -7,7 +7,8 @@
 //!
 //! Values from the environment are taken verbatim as strings (a password `007` stays `007`) and
 //! converted only where the setting is a number or a boolean. A TOML file is read when
-//! `ORDERFLOW_CONFIG` names one.
+//! `ORDERFLOW_CONFIG` names one. A `.env` file in the working directory supplies variables the
+//! environment does not set, as docker compose does.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,7 @@ pub const FLAT_ENV: &[(&str, &str)] = &[
     ("LOG_FORMAT", "telemetry.log_format"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
+    ("ENVIRONMENT", "telemetry.environment"),
     ("SHUTDOWN_GRACE_PERIOD_SECONDS", "shutdown.grace_period_seconds"),
 ];
 
@@ -63,12 +65,42 @@ impl ConfigError {
     }
 }
 
-/// Loads settings from the process environment (and the TOML file it may name).
+/// Read from the working directory, when present: `NAME=value` lines for variables the process
+/// environment does not set.
+pub const DOTENV_FILE: &str = ".env";
+
+/// Loads settings from the process environment, the `.env` file and the TOML file they may name.
 pub fn load<T: Serialize + DeserializeOwned>(
     defaults: &T,
     extra_flat_env: &[(&str, &str)],
 ) -> Result<T, ConfigError> {
-    load_from(defaults, extra_flat_env, std::env::vars())
+    load_from(defaults, extra_flat_env, environment()?)
+}
+
+/// The process environment over the variables of the `.env` file in the working directory.
+pub fn environment() -> Result<BTreeMap<String, String>, ConfigError> {
+    environment_with(std::path::Path::new(DOTENV_FILE), std::env::vars())
+}
+
+/// `env` over the variables of the `dotenv` file: the testable core of [`environment`].
+pub fn environment_with(
+    dotenv: &std::path::Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut variables = read_dotenv(dotenv)?;
+    variables.extend(env);
+    Ok(variables)
+}
+
+/// The variables of a `.env` file (none when there is no such file). Values in single quotes are
+/// literal; elsewhere `${NAME}` is replaced, as in docker compose.
+fn read_dotenv(path: &std::path::Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let invalid = |error: dotenvy::Error| ConfigError::invalid(&path.display().to_string(), error);
+    match dotenvy::from_path_iter(path) {
+        Ok(lines) => lines.map(|line| line.map_err(invalid)).collect(),
+        Err(error) if error.not_found() => Ok(BTreeMap::new()),
+        Err(error) => Err(invalid(error)),
+    }
 }
 
 /// Loads settings from the given environment: the testable core of [`load`].

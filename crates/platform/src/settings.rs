@@ -88,6 +88,9 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// Overrides the service name reported in logs and traces.
     pub service_name: Option<String>,
+    /// Where this runs (`development`, `staging`, `production`, …): the traces'
+    /// `deployment.environment.name`.
+    pub environment: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -98,6 +101,7 @@ impl Default for TelemetrySettings {
             log_format: LogFormat::Json,
             otlp_endpoint: None,
             service_name: None,
+            environment: None,
         }
     }
 }

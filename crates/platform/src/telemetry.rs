@@ -69,7 +69,7 @@ impl Telemetry {
     {
         let service = settings.service_name.clone().unwrap_or_else(|| default_service.to_owned());
         let filter = EnvFilter::builder().parse(&settings.log_level)?;
-        let provider = tracer_provider(&service, settings.otlp_endpoint.as_deref())?;
+        let provider = tracer_provider(&service, settings)?;
         let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("orderflow"));
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
@@ -92,10 +92,16 @@ impl Telemetry {
     }
 }
 
-fn tracer_provider(service: &str, endpoint: Option<&str>) -> Result<SdkTracerProvider, TelemetryError> {
-    let resource = Resource::builder().with_service_name(service.to_owned()).build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
-    let builder = match endpoint.filter(|e| !e.is_empty()) {
+fn tracer_provider(service: &str, settings: &TelemetrySettings) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut resource = Resource::builder().with_service_name(service.to_owned());
+    if let Some(environment) = settings.environment.as_deref().filter(|e| !e.is_empty()) {
+        resource = resource.with_attribute(opentelemetry::KeyValue::new(
+            "deployment.environment.name",
+            environment.to_owned(),
+        ));
+    }
+    let builder = SdkTracerProvider::builder().with_resource(resource.build());
+    let builder = match settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         Some(endpoint) => {
             let exporter =
                 opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use platform::{
     HttpSettings, TelemetrySettings,
-    config::{ConfigError, load_from},
+    config::{ConfigError, environment_with, load_from},
     database::DatabaseSettings,
     redis::RedisSettings,
 };
@@ -147,6 +147,32 @@ fn a_toml_file_sits_between_defaults_and_environment() {
 
     let missing = load(&[("ORDERFLOW_CONFIG", "/nonexistent/orderflow.toml")]).unwrap_err().to_string();
     assert!(missing.contains("ORDERFLOW_CONFIG"), "{missing}");
+}
+
+#[test]
+fn a_dotenv_file_supplies_what_the_environment_does_not_set() {
+    let path = std::env::temp_dir().join(format!("orderflow-{}.env", std::process::id()));
+    std::fs::write(
+        &path,
+        "# the reference's .env\nLOG_LEVEL=debug\nENVIRONMENT=development\nDB_PASSWORD='s3cr$t 007'\n\
+         DB_NAME=from_dotenv\nSERVICE_PORT=7000\n",
+    )
+    .unwrap();
+    let variables = environment_with(&path, env(&[("SERVICE_PORT", "7001")])).unwrap();
+    let settings: Settings = load_from(&Settings::default(), &[], variables).unwrap();
+    assert_eq!(settings.http.port, 7001, "the environment beats the file");
+    assert_eq!(settings.telemetry.log_level, "debug");
+    assert_eq!(settings.telemetry.environment.as_deref(), Some("development"));
+    assert_eq!(settings.database.password, "s3cr$t 007", "single quotes keep the value literal");
+    assert_eq!(settings.database.name, "from_dotenv");
+
+    std::fs::write(&path, "GOOD=1\nthis line is not a variable\n").unwrap();
+    let error = environment_with(&path, env(&[])).unwrap_err().to_string();
+    assert!(error.contains(path.to_str().unwrap()), "names the file: {error}");
+    assert!(!error.contains('\n'), "one line: {error}");
+    let _ = std::fs::remove_file(&path);
+
+    assert!(environment_with(&path, env(&[])).unwrap().is_empty(), "no file, nothing read");
 }
 
 #[test]
