@@ -167,8 +167,8 @@ async fn two_relays_publish_every_row_once() {
     let mut rabbit_settings = support::test_settings(&name, &database).rabbitmq;
     rabbit_settings.exchange = format!("{name}.orders");
     let listener_queue = format!("{name}.listener");
-    let mut listener =
-        support::EventListener::start(&rabbit_settings.exchange, &listener_queue, "order.created").await;
+    let listener = support::EventListener::start(&rabbit_settings.exchange, &listener_queue, "order.created");
+    let mut listener = support::Listener::Broker(Box::new(listener.await));
 
     let messages: Vec<OutgoingMessage> = (0..300)
         .map(|i| OutgoingMessage {

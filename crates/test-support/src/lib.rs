@@ -12,9 +12,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, Executor, MySqlConnection};
 
-pub use listener::{EventListener, ReceivedEvent};
+pub use listener::{EventListener, Listener, ReceivedEvent};
 pub use proxy::FaultProxy;
 pub use publisher::TestPublisher;
+
+/// Real telemetry for a service under test (trace context flows as in production); its logs are
+/// shown on stderr only when `TEST_LOG` is set.
+pub fn init_quiet_telemetry(service: &str, log_level: &str) {
+    platform::install_crypto_provider();
+    let settings = platform::TelemetrySettings { log_level: log_level.into(), ..Default::default() };
+    let _ = if std::env::var_os("TEST_LOG").is_some() {
+        platform::telemetry::Telemetry::init_with_writer(service, &settings, std::io::stderr)
+    } else {
+        platform::telemetry::Telemetry::init_with_writer(service, &settings, std::io::sink)
+    };
+}
 
 /// Prefix of every name a test creates on the shared servers.
 pub const TEST_PREFIX: &str = "oftest";

@@ -2,6 +2,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use tokio::sync::mpsc;
+
 use futures::StreamExt;
 use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
@@ -91,6 +93,23 @@ impl EventListener {
             message_id: delivery.properties.message_id().as_ref().map(|s| s.to_string()),
             headers,
         })
+    }
+}
+
+/// Events a test receives: through the broker, or from a consumer on the in-process bus that
+/// forwards what it is given.
+pub enum Listener {
+    Broker(Box<EventListener>),
+    Bus(mpsc::UnboundedReceiver<ReceivedEvent>),
+}
+
+impl Listener {
+    /// The next event, or `None` after `wait` without one.
+    pub async fn next(&mut self, wait: Duration) -> Option<ReceivedEvent> {
+        match self {
+            Listener::Broker(listener) => listener.next(wait).await,
+            Listener::Bus(received) => tokio::time::timeout(wait, received.recv()).await.ok()?,
+        }
     }
 
     /// Collects events until `count` have arrived or `wait` passes without a new one.

@@ -25,7 +25,9 @@ use messaging::{
 };
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache};
 use serde_json::{Value, json};
-pub use test_support::{EventListener, ReceivedEvent, TestDatabase, TestPublisher, eventually, unique_name};
+pub use test_support::{
+    EventListener, Listener, ReceivedEvent, TestDatabase, TestPublisher, eventually, unique_name,
+};
 use tokio::sync::mpsc;
 
 /// Where a test runs the service.
@@ -91,13 +93,7 @@ pub struct TestApp {
 }
 
 pub fn init_telemetry() {
-    platform::install_crypto_provider();
-    let settings = platform::TelemetrySettings { log_level: "info,sqlx=warn".into(), ..Default::default() };
-    let _ = if std::env::var_os("TEST_LOG").is_some() {
-        platform::telemetry::Telemetry::init_with_writer("analytics-service", &settings, std::io::stderr)
-    } else {
-        platform::telemetry::Telemetry::init_with_writer("analytics-service", &settings, std::io::sink)
-    };
+    test_support::init_quiet_telemetry("analytics-service", "info,sqlx=warn");
 }
 
 /// Test settings shared by both backends.
@@ -333,34 +329,6 @@ impl TestApp {
                 drop(directory);
             }
         }
-    }
-}
-
-/// Events a test listener received.
-pub enum Listener {
-    Broker(Box<EventListener>),
-    Bus(mpsc::UnboundedReceiver<ReceivedEvent>),
-}
-
-impl Listener {
-    /// The next event, or `None` after `wait` without one.
-    pub async fn next(&mut self, wait: Duration) -> Option<ReceivedEvent> {
-        match self {
-            Listener::Broker(listener) => listener.next(wait).await,
-            Listener::Bus(received) => tokio::time::timeout(wait, received.recv()).await.ok()?,
-        }
-    }
-
-    /// Collects events until `count` have arrived or `wait` passes without a new one.
-    pub async fn collect(&mut self, count: usize, wait: Duration) -> Vec<ReceivedEvent> {
-        let mut events = Vec::new();
-        while events.len() < count {
-            match self.next(wait).await {
-                Some(event) => events.push(event),
-                None => break,
-            }
-        }
-        events
     }
 }
 
