@@ -65,13 +65,13 @@ pub struct Backends {
     pub cache_name: &'static str,
 }
 
-/// A built analytics-service, listening and ready to run (see [`Server`] for running it).
-pub struct Application(Server);
+/// Builds analytics-service into a listening [`Server`], on the production backends or on given ones.
+pub struct Application;
 
 impl Application {
     /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
     /// RabbitMQ (both in the background), starts consuming, and binds the HTTP listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         let mut runtime = Runtime::new();
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let pool = settings.database.pool()?;
@@ -101,7 +101,7 @@ impl Application {
         runtime: Runtime,
         messaging_metrics: MessagingMetrics,
         backends: Backends,
-    ) -> anyhow::Result<Application> {
+    ) -> anyhow::Result<Server> {
         let mut runtime = runtime;
         let cache_metrics = CacheMetrics::register(&mut runtime.registry, "summary");
         messaging_metrics.init_routing_key(routing_key::ORDER_PROCESSED);
@@ -143,25 +143,6 @@ impl Application {
         });
 
         let server = Server::bind(http::router(service), runtime, &settings.http, &settings.shutdown).await?;
-        Ok(Application(server))
-    }
-
-    /// Serves until shutdown is triggered, then drains within the grace period.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.0.run_until_stopped().await
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Server;
-
-    fn deref(&self) -> &Server {
-        &self.0
-    }
-}
-
-impl From<Application> for Server {
-    fn from(application: Application) -> Server {
-        application.0
+        Ok(server)
     }
 }

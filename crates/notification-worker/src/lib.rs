@@ -34,13 +34,14 @@ pub struct Backends {
     pub dedupe_name: &'static str,
 }
 
-/// A built notification-worker, consuming and listening (see [`Server`] for running it).
-pub struct Application(Server);
+/// Builds notification-worker into a consuming, listening [`Server`], on the production backends
+/// or on given ones.
+pub struct Application;
 
 impl Application {
     /// The production worker: connects to Redis and RabbitMQ (in the background: neither need be
     /// up yet, readiness says when they are), starts consuming, and binds the HTTP listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         // Before connecting anywhere.
         settings.validate()?;
         let mut runtime = Runtime::new();
@@ -72,7 +73,7 @@ impl Application {
         settings: Settings,
         runtime: Runtime,
         backends: Backends,
-    ) -> anyhow::Result<Application> {
+    ) -> anyhow::Result<Server> {
         settings.validate()?;
         let mut runtime = runtime;
         let notification_metrics = NotificationMetrics::register(&mut runtime.registry);
@@ -104,26 +105,6 @@ impl Application {
         });
 
         let server = Server::bind(axum::Router::new(), runtime, &settings.http, &settings.shutdown).await?;
-        Ok(Application(server))
-    }
-
-    /// Serves until shutdown is triggered; then the consumer finishes the batch in hand, within
-    /// the grace period.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.0.run_until_stopped().await
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Server;
-
-    fn deref(&self) -> &Server {
-        &self.0
-    }
-}
-
-impl From<Application> for Server {
-    fn from(application: Application) -> Server {
-        application.0
+        Ok(server)
     }
 }

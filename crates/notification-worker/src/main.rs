@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
         };
     }
     let (telemetry, shutdown) = (settings.telemetry.clone(), settings.shutdown.clone());
-    let build = async { Application::build(settings).await.map(Server::from) };
+    let build = Application::build(settings);
     Server::run_service(SERVICE_NAME, &telemetry, &shutdown, build).await
 }
 

@@ -67,13 +67,13 @@ pub struct Backends {
     pub cache_name: &'static str,
 }
 
-/// A built order-service, listening and ready to run (see [`Server`] for running it).
-pub struct Application(Server);
+/// Builds order-service into a listening [`Server`], on the production backends or on given ones.
+pub struct Application;
 
 impl Application {
     /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
     /// RabbitMQ (both in the background), and binds the HTTP listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         let mut runtime = Runtime::new();
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let pool = settings.database.pool()?;
@@ -107,7 +107,7 @@ impl Application {
         runtime: Runtime,
         messaging_metrics: MessagingMetrics,
         backends: Backends,
-    ) -> anyhow::Result<Application> {
+    ) -> anyhow::Result<Server> {
         let mut runtime = runtime;
         let order_metrics = OrderMetrics::register(&mut runtime.registry);
         messaging_metrics.init_routing_key(routing_key::ORDER_CREATED);
@@ -152,25 +152,6 @@ impl Application {
         });
 
         let server = Server::bind(http::router(service), runtime, &settings.http, &settings.shutdown).await?;
-        Ok(Application(server))
-    }
-
-    /// Serves until shutdown is triggered, then drains within the grace period.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.0.run_until_stopped().await
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Server;
-
-    fn deref(&self) -> &Server {
-        &self.0
-    }
-}
-
-impl From<Application> for Server {
-    fn from(application: Application) -> Server {
-        application.0
+        Ok(server)
     }
 }

@@ -18,7 +18,7 @@ use messaging::{
     inprocess::{InProcessBus, ParkedStore},
     outbox::sqlite::SqliteOutbox,
 };
-use platform::{Health, Runtime, Shutdown, cache::memory::MemoryCache};
+use platform::{Health, Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use tokio::{runtime::Handle, task::JoinHandle};
 
 pub use settings::Settings;
@@ -50,9 +50,9 @@ impl Runtimes {
 
 /// The three services, assembled and listening, not serving yet.
 pub struct Orderflow {
-    order: order_service::Application,
-    analytics: analytics_service::Application,
-    notifications: notification_worker::Application,
+    order: Server,
+    analytics: Server,
+    notifications: Server,
     host: String,
 }
 
@@ -108,7 +108,7 @@ impl Orderflow {
     }
 }
 
-async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result<order_service::Application> {
+async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result<Server> {
     let pool = order_service::store::sqlite::open(&settings.data_file(ORDER_DB))
         .await
         .context("cannot open the order database")?;
@@ -130,10 +130,7 @@ async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result
     order_service::Application::assemble(settings.order_service(), runtime, messaging_metrics, backends).await
 }
 
-async fn assemble_analytics(
-    settings: Settings,
-    bus: InProcessBus,
-) -> anyhow::Result<analytics_service::Application> {
+async fn assemble_analytics(settings: Settings, bus: InProcessBus) -> anyhow::Result<Server> {
     let pool = analytics_service::store::sqlite::open(&settings.data_file(ANALYTICS_DB))
         .await
         .context("cannot open the analytics database")?;
@@ -158,10 +155,7 @@ async fn assemble_analytics(
     .await
 }
 
-async fn assemble_notifications(
-    settings: Settings,
-    bus: InProcessBus,
-) -> anyhow::Result<notification_worker::Application> {
+async fn assemble_notifications(settings: Settings, bus: InProcessBus) -> anyhow::Result<Server> {
     let pool = dedupe::open(&settings.data_file(NOTIFICATIONS_DB))
         .await
         .context("cannot open the notification database")?;

@@ -23,7 +23,7 @@ use messaging::{
     outbox::sqlite::SqliteOutbox,
     rabbitmq::{ExchangeNames, QueueNames, cli::ParkedCommand},
 };
-use platform::{Runtime, Shutdown, cache::memory::MemoryCache};
+use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::{Value, json};
 pub use test_support::{
     EventListener, Listener, ReceivedEvent, TestDatabase, TestPublisher, eventually, unique_name,
@@ -184,7 +184,7 @@ impl TestApp {
         backend: Backend,
         name: String,
         settings: Settings,
-        application: Application,
+        application: Server,
         isolation: Isolation,
     ) -> TestApp {
         let base = format!("http://127.0.0.1:{}", application.port());

@@ -23,7 +23,7 @@ use order_service::{
     settings::Settings,
     store::sqlite::{self, SqliteOrderStore},
 };
-use platform::{Runtime, Shutdown, cache::memory::MemoryCache};
+use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::Value;
 use sqlx::{MySqlPool, SqlitePool};
 pub use test_support::{
@@ -217,7 +217,7 @@ impl TestApp {
         backend: Backend,
         name: String,
         settings: Settings,
-        application: Application,
+        application: Server,
         db: TestDb,
         isolation: Isolation,
     ) -> TestApp {
