@@ -97,6 +97,40 @@ pub trait EventHandler: Send + Sync {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>>;
 }
 
+/// Runs `handler` on `deliveries` for a consumer of `queue`. Whatever happens, there is one
+/// outcome per delivery: a panic, or an outcome the handler left out, is a transient failure.
+pub(crate) async fn handle_guarded(
+    handler: &dyn EventHandler,
+    queue: &str,
+    deliveries: &[Delivery],
+) -> Vec<Result<Handled, HandleError>> {
+    use futures::FutureExt;
+    let mut outcomes = match std::panic::AssertUnwindSafe(handler.handle(deliveries)).catch_unwind().await {
+        Ok(outcomes) => outcomes,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(event = "handler_panicked", queue = %queue, panic = %message, "handler panicked");
+            vec![Err(HandleError::Transient(format!("handler panicked: {message}"))); deliveries.len()]
+        }
+    };
+    if outcomes.len() != deliveries.len() {
+        tracing::error!(
+            event = "handler_outcome_mismatch",
+            queue = %queue,
+            deliveries = deliveries.len(),
+            outcomes = outcomes.len(),
+            "handler returned a wrong number of outcomes"
+        );
+        outcomes
+            .resize(deliveries.len(), Err(HandleError::Transient("the handler returned no outcome".into())));
+    }
+    outcomes
+}
+
 /// A queue to consume, the routing keys it receives, and who handles its deliveries.
 #[derive(Clone)]
 pub struct Subscription {

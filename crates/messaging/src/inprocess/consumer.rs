@@ -3,12 +3,11 @@
 //! brings replayed parked messages back to it.
 
 use std::{
-    panic::AssertUnwindSafe,
     sync::{Arc, atomic::Ordering},
     time::Instant,
 };
 
-use futures::{FutureExt, future::join_all};
+use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -77,34 +76,8 @@ impl Consumer {
         }
     }
 
-    /// Runs the handler; a panic or a missing outcome counts as a transient failure.
     async fn handle(&self, deliveries: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        let mut outcomes = match AssertUnwindSafe(self.handler.handle(deliveries)).catch_unwind().await {
-            Ok(outcomes) => outcomes,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                error!(event = "handler_panicked", queue = %self.queue.name, panic = %message, "handler panicked");
-                vec![Err(HandleError::Transient(format!("handler panicked: {message}"))); deliveries.len()]
-            }
-        };
-        if outcomes.len() != deliveries.len() {
-            error!(
-                event = "handler_outcome_mismatch",
-                queue = %self.queue.name,
-                deliveries = deliveries.len(),
-                outcomes = outcomes.len(),
-                "handler returned a wrong number of outcomes"
-            );
-            outcomes.resize(
-                deliveries.len(),
-                Err(HandleError::Transient("the handler returned no outcome".into())),
-            );
-        }
-        outcomes
+        crate::bus::handle_guarded(self.handler.as_ref(), &self.queue.name, deliveries).await
     }
 
     async fn settle(&self, pending: Pending, outcome: Result<Handled, HandleError>) {

@@ -2,7 +2,6 @@
 //! delivery (ack, delayed retry, or parking in the dead-letter queue).
 
 use std::{
-    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,7 +17,7 @@ use lapin::{
     types::{FieldTable, ShortString},
 };
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{
     Shared, headers,
@@ -195,40 +194,9 @@ impl QueueConsumer {
         settled.await.unwrap_or(Ok(()))
     }
 
-    /// Runs the handler; a panic or a missing outcome counts as a transient failure.
     async fn handle(&self, deliveries: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
         let handler = self.subscription.handler.clone();
-        let mut outcomes = match AssertUnwindSafe(handler.handle(deliveries)).catch_unwind().await {
-            Ok(outcomes) => outcomes,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                error!(
-                    event = "handler_panicked",
-                    queue = %self.queues.queue,
-                    panic = %message,
-                    "handler panicked"
-                );
-                vec![Err(HandleError::Transient(format!("handler panicked: {message}"))); deliveries.len()]
-            }
-        };
-        if outcomes.len() != deliveries.len() {
-            error!(
-                event = "handler_outcome_mismatch",
-                queue = %self.queues.queue,
-                deliveries = deliveries.len(),
-                outcomes = outcomes.len(),
-                "handler returned a wrong number of outcomes"
-            );
-            outcomes.resize(
-                deliveries.len(),
-                Err(HandleError::Transient("the handler returned no outcome".into())),
-            );
-        }
-        outcomes
+        crate::bus::handle_guarded(handler.as_ref(), &self.queues.queue, deliveries).await
     }
 
     fn decide(&self, delivery: &Delivery, outcome: Result<Handled, HandleError>) -> Action {
