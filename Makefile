@@ -16,12 +16,14 @@ run: ## Run the whole system in one process on embedded backends (SQLite in ./da
 	$(CARGO) run --release -p orderflow
 
 .PHONY: servers
-servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running
+servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running, and the RabbitMQ 4 node on :5673 (built once in /var/cache/orderflow)
 	scripts/ensure-servers.sh
 
 .PHONY: test
-test: servers ## Run every test: the Rust suites against the real servers, the offline chart checks, the release-binary linkage check
+test: servers ## Run every test: the Rust suites against the real servers (RabbitMQ 4; the messaging suite also on RabbitMQ 3), the offline chart checks, the release-binary linkage check
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	@echo "messaging suite against RabbitMQ 3 (:5672)"
+	TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f $(CARGO) nextest run -p messaging --test rabbitmq --no-fail-fast
 	$(MAKE) chart-test
 	$(MAKE) release-check
 

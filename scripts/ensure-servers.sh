@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure MariaDB, Redis and RabbitMQ answer on their usual loopback ports, starting any that
-# does not (the tests run against these real servers). Safe to run when they are already up.
+# does not (the tests run against these real servers), and that the RabbitMQ 4 broker the chart
+# deploys runs beside them on :5673 (scripts/rabbitmq4.sh). Safe to run when they are already up.
 set -euo pipefail
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -37,3 +38,4 @@ wait_for RabbitMQ 5672
 if command -v rabbitmqctl >/dev/null; then rabbitmqctl -q await_startup >/dev/null 2>&1 || true; fi
 mariadb -uroot -h127.0.0.1 -e 'SELECT 1' >/dev/null
 redis-cli -h 127.0.0.1 ping >/dev/null
+"$(dirname "$0")/rabbitmq4.sh" ensure

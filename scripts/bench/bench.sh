@@ -50,9 +50,9 @@ common=(
   ORDERFLOW_REDIS__KEY_PREFIX="$NAME:"
   RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
   ORDERFLOW_RABBITMQ__EXCHANGE="$NAME.orders"
-  ORDERFLOW_ORDERS__PROCESSED_QUEUE="$NAME.orders.processed"
-  ORDERFLOW_ANALYTICS__QUEUE="$NAME.analytics.orders"
-  ORDERFLOW_NOTIFICATIONS__QUEUE="$NAME.notifications.orders"
+  ORDERFLOW_QUEUES__ORDER_PROCESSED="$NAME.orders.processed"
+  ORDERFLOW_QUEUES__ANALYTICS="$NAME.analytics.orders"
+  ORDERFLOW_QUEUES__NOTIFICATIONS="$NAME.notifications.orders"
 )
 start() {
   local name=$1 port=$2; shift 2

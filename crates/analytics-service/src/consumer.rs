@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use contracts::Event;
-use messaging::{Delivery, EventHandler, HandleError, Handled};
+use messaging::{Delivery, EventHandler, HandleError, Handled, consume::apply_isolating};
 
 use crate::{
     domain::OrderFact,
     service::{AnalyticsService, processed_event},
-    store::{Counted, StoreError},
+    store::Counted,
 };
 
 pub struct OrderEventsHandler {
@@ -78,30 +78,29 @@ impl EventHandler for OrderEventsHandler {
         }
 
         let order_ids: Vec<_> = counted.iter().map(|c| c.fact.order_id).collect();
-        match self.service.count(counted).await {
-            Ok(applied) => {
-                for (((position, span), new), order_id) in pending.into_iter().zip(applied.new).zip(order_ids)
-                {
-                    let _entered = span.enter();
-                    outcomes[position] = if new {
-                        tracing::info!(event = "order_counted", order_id = %order_id, "order counted");
-                        Ok(Handled::Processed)
-                    } else {
-                        tracing::info!(event = "duplicate_event", order_id = %order_id, "event already counted; skipped");
-                        Ok(Handled::Duplicate)
-                    };
+        // One transaction for the batch; should it fail for a reason of its own, each order is
+        // counted on its own so that only the offending ones fail.
+        let results = apply_isolating(&counted, |batch| async move {
+            match self.service.count(batch).await {
+                Ok(applied) => Ok(applied.new),
+                Err(error) => {
+                    tracing::warn!(event = "count_failed", error = %error, "could not count events");
+                    Err(error.into_handle_error())
                 }
             }
-            Err(error) => {
-                tracing::warn!(event = "count_failed", error = %error, batch = pending.len(), "could not count a batch; it will be retried");
-                let reason = match error {
-                    StoreError::Unavailable(reason) => reason,
-                    StoreError::Database(e) => e.to_string(),
-                };
-                for (position, _) in pending {
-                    outcomes[position] = Err(HandleError::Transient(reason.clone()));
+        })
+        .await;
+        for (((position, span), result), order_id) in pending.into_iter().zip(results).zip(order_ids) {
+            let _entered = span.enter();
+            outcomes[position] = result.map(|new| {
+                if new {
+                    tracing::info!(event = "order_counted", order_id = %order_id, "order counted");
+                    Handled::Processed
+                } else {
+                    tracing::info!(event = "duplicate_event", order_id = %order_id, "event already counted; skipped");
+                    Handled::Duplicate
                 }
-            }
+            });
         }
         outcomes
     }

@@ -36,11 +36,11 @@ pub fn router(service: AnalyticsService) -> Router {
 /// The single place where store failures become HTTP answers.
 fn store_error(error: StoreError) -> ApiError {
     match error {
-        StoreError::Unavailable(reason) => {
-            tracing::warn!(event = "database_unavailable", error = %reason, "analytics database unavailable");
+        StoreError::Unavailable(_) | StoreError::Conflict(_) => {
+            tracing::warn!(event = "database_unavailable", error = %error, "analytics database unavailable");
             ApiError::unavailable("the analytics database is unavailable, try again shortly")
         }
-        StoreError::Database(error) => {
+        StoreError::Rejected(_) | StoreError::Database(_) => {
             tracing::error!(event = "database_error", error = %error, "analytics database error");
             ApiError::internal()
         }

@@ -12,7 +12,7 @@ pub mod store;
 use std::sync::Arc;
 
 use anyhow::Context;
-use contracts::routing_key;
+use contracts::{Queues, routing_key};
 use messaging::{
     EventBus, MessagingMetrics, Subscription,
     outbox::{OutboxStore, Relay, mysql::MySqlOutbox},
@@ -80,6 +80,7 @@ impl Application {
             .context("database migrations failed")?;
         let rabbit = RabbitMq::new(
             settings.rabbitmq.clone(),
+            settings.queues.bindings(),
             runtime.health.add_status("rabbitmq", false),
             messaging_metrics.clone(),
             runtime.shutdown.clone(),
@@ -123,11 +124,14 @@ impl Application {
         runtime.shutdown.spawn(relay.run(runtime.shutdown.clone()));
         backends
             .bus
-            .subscribe(Subscription {
-                queue: settings.analytics.queue.clone(),
-                routing_keys: vec![routing_key::ORDER_CREATED.to_owned()],
-                handler: Arc::new(OrderEventsHandler::new(service.clone(), settings.analytics.queue.clone())),
-            })
+            .subscribe(
+                Subscription::new(
+                    settings.queues.analytics.clone(),
+                    Queues::ANALYTICS_KEYS,
+                    Arc::new(OrderEventsHandler::new(service.clone(), settings.queues.analytics.clone())),
+                )
+                .with_readiness(runtime.health.add_status("consumer", false)),
+            )
             .await
             .context("cannot consume OrderCreated events")?;
 

@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(command) = command {
-        return match command.execute(settings.rabbitmq, &settings.analytics.queue).await {
+        return match command.execute(settings.rabbitmq, &settings.queues.analytics).await {
             Ok(answer) => {
                 println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
                 ExitCode::SUCCESS

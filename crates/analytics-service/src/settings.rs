@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use contracts::Queues;
 use messaging::{outbox::RelaySettings, rabbitmq::RabbitSettings};
 use platform::{
     ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, database::DatabaseSettings,
@@ -19,14 +20,14 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub rabbitmq: RabbitSettings,
     pub outbox: RelaySettings,
+    /// The system's consumer queues (every service declares them all).
+    pub queues: Queues,
     pub analytics: AnalyticsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AnalyticsSettings {
-    /// Queue of `OrderCreated` events.
-    pub queue: String,
     /// Longest time a cached summary can outlive a failed cache refresh.
     pub summary_cache_ttl_seconds: u64,
     /// How long a counted event's id is remembered: a redelivery or replay after that would be
@@ -36,11 +37,7 @@ pub struct AnalyticsSettings {
 
 impl Default for AnalyticsSettings {
     fn default() -> Self {
-        AnalyticsSettings {
-            queue: "analytics.orders".into(),
-            summary_cache_ttl_seconds: 10,
-            inbox_retention_days: 30,
-        }
+        AnalyticsSettings { summary_cache_ttl_seconds: 10, inbox_retention_days: 30 }
     }
 }
 
@@ -64,6 +61,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             rabbitmq: RabbitSettings::default(),
             outbox: RelaySettings::default(),
+            queues: Queues::default(),
             analytics: AnalyticsSettings::default(),
         }
     }
@@ -81,9 +79,7 @@ impl Settings {
         self.database.connect_options()?;
         self.rabbitmq.validate()?;
         self.outbox.validate()?;
-        if self.analytics.queue.trim().is_empty() {
-            return Err(ConfigError::invalid("analytics.queue", "must not be empty"));
-        }
+        messaging::validate_queues(&self.queues)?;
         if self.analytics.summary_cache_ttl_seconds == 0 {
             return Err(ConfigError::invalid(
                 "analytics.summary_cache_ttl_seconds",

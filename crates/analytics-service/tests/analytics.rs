@@ -200,7 +200,6 @@ async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns(
         let name = s.database.url.clone().unwrap().rsplit('/').next().unwrap().to_owned();
         s.database.url = Some(format!("mysql://root@127.0.0.1:{port}/{name}"));
         s.database.acquire_timeout_ms = 500;
-        s.rabbitmq.retry_delays_ms = vec![500, 1000, 2000, 4000, 8000];
     })
     .await;
     app.publish_created(&order_created("frank", "widget", 1, "1.5", "2026-01-09T10:00:00Z")).await;
@@ -217,18 +216,21 @@ async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns(
         ))
         .await;
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Ten times the whole retry schedule (100 + 200 ms): the consumer waits, it does not retry.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 503);
+    let checks: Value = ready.json().await.unwrap();
+    assert_eq!(checks["checks"]["consumer"]["status"], "down", "{checks}");
+    assert!(checks["checks"]["consumer"]["error"].as_str().unwrap().starts_with("paused"), "{checks}");
     database_proxy.restore();
 
     let summary = app.wait_for_orders(6).await;
     assert_eq!(summary["total_revenue"].to_string(), "16.5");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        test_support::metric_sum(&metrics, "messages_retried_total", "") > 0.0,
-        "the failures went through the retry queues: {metrics}"
-    );
+    assert_eq!(test_support::metric_sum(&metrics, "messages_retried_total", ""), 0.0, "{metrics}");
+    assert_eq!(test_support::metric_sum(&metrics, "messages_dead_lettered_total", ""), 0.0, "{metrics}");
+    assert_eq!(app.queue_depths().await, (0, 0));
     app.cleanup().await;
 }
 
@@ -245,4 +247,94 @@ async fn the_summary_is_never_stale_after_a_commit(backend: Backend) {
         "{metrics}"
     );
     app.cleanup().await;
+}
+
+/// Publishes nowhere: the handler tests below only need the outbox handoff to exist.
+struct Nowhere;
+
+#[async_trait::async_trait]
+impl messaging::EventPublisher for Nowhere {
+    async fn publish(
+        &self,
+        messages: &[messaging::OutgoingMessage],
+    ) -> Vec<Result<(), messaging::PublishError>> {
+        vec![Err(messaging::PublishError::Unavailable("nowhere".into())); messages.len()]
+    }
+}
+
+fn delivery(event: &Value) -> messaging::Delivery {
+    messaging::Delivery {
+        message_id: event["event_id"].as_str().map(str::to_owned),
+        event_type: Some("OrderCreated".into()),
+        routing_key: "order.created".into(),
+        headers: Default::default(),
+        payload: event.to_string().into_bytes(),
+        attempt: 1,
+        redelivered: false,
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_counted_once() {
+    use analytics_service::{
+        consumer::OrderEventsHandler, service::AnalyticsService, store::mysql::MySqlAnalyticsStore,
+    };
+    use messaging::{
+        EventHandler, HandleError, Handled,
+        outbox::{Relay, mysql::MySqlOutbox},
+    };
+    use std::sync::Arc;
+
+    let database = test_support::TestDatabase::create().await.unwrap();
+    let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
+    analytics_service::MIGRATOR.run(&pool).await.unwrap();
+    // A product whose revenue is a cent short of what its BIGINT column holds.
+    sqlx::query(
+        "INSERT INTO product_totals (product_id, orders, quantity, revenue_minor) VALUES ('full', 1, 1, ?)",
+    )
+    .bind(i64::MAX - 1)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let relay = Relay::new(
+        Arc::new(MySqlOutbox::new(pool.clone())),
+        Arc::new(Nowhere),
+        Default::default(),
+        messaging::MessagingMetrics::unregistered(),
+    );
+    let service = AnalyticsService::new(
+        Arc::new(MySqlAnalyticsStore::new(pool.clone())),
+        Arc::new(platform::cache::memory::MemoryCache::default()),
+        Duration::from_secs(10),
+        relay.handoff(),
+        platform::cache::CacheMetrics::register(&mut Default::default(), "summary"),
+    );
+    let handler = OrderEventsHandler::new(service.clone(), "analytics.orders".into());
+
+    let mut events: Vec<Value> =
+        (1..=9).map(|i| order_created("ivy", &format!("p{i}"), 1, "2", "2026-01-09T10:00:00Z")).collect();
+    events.insert(4, order_created("ivy", "full", 1, "1", "2026-01-09T10:00:00Z"));
+    let batch: Vec<messaging::Delivery> = events.iter().map(delivery).collect();
+
+    let outcomes = handler.handle(&batch).await;
+    for (position, outcome) in outcomes.iter().enumerate() {
+        if position == 4 {
+            assert!(
+                matches!(outcome, Err(HandleError::Permanent(_))),
+                "the overflow is refused for good: {outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome, &Ok(Handled::Processed), "delivery {position}");
+        }
+    }
+    let summary = service.store().summary().await.unwrap();
+    assert_eq!((summary.total_orders, summary.total_revenue.minor()), (9, 1_800));
+
+    // Delivered again, the nine are duplicates and the tenth fails the same way.
+    let again = handler.handle(&batch).await;
+    assert_eq!(again.iter().filter(|outcome| outcome == &&Ok(Handled::Duplicate)).count(), 9);
+    assert!(matches!(again[4], Err(HandleError::Permanent(_))));
+    assert_eq!(service.store().summary().await.unwrap().total_orders, 9);
+    pool.close().await;
+    database.drop().await.unwrap();
 }

@@ -11,6 +11,19 @@ pub mod event_type {
     pub const ORDER_PROCESSED: &str = "OrderProcessed";
 }
 
+/// Bounds every `OrderCreated` respects: order-service accepts nothing beyond them, and a
+/// consumer treats an event beyond them as breaking the contract (so no column limit and no sum
+/// of a batch can be exceeded by one event).
+pub mod limits {
+    use crate::Money;
+
+    /// Characters in `customer_id` and `product_id`.
+    pub const MAX_ID_LENGTH: usize = 128;
+    pub const MAX_QUANTITY: u32 = 1_000_000;
+    /// 100,000,000.00
+    pub const MAX_TOTAL: Money = Money::from_minor(10_000_000_000);
+}
+
 /// Routing keys on the `orders` topic exchange.
 pub mod routing_key {
     pub const ORDER_CREATED: &str = "order.created";
@@ -115,14 +128,17 @@ impl Event {
             event_type::ORDER_CREATED => {
                 let event = typed::<OrderCreated>(raw)?;
                 let data = &event.data;
+                let too_long = |id: &str| id.chars().count() > limits::MAX_ID_LENGTH;
                 let violation = if data.customer_id.trim().is_empty() {
                     Some("customer_id is empty")
                 } else if data.product_id.trim().is_empty() {
                     Some("product_id is empty")
-                } else if data.quantity == 0 {
-                    Some("quantity must be at least 1")
-                } else if data.total_amount <= Money::ZERO {
-                    Some("total_amount must be greater than 0")
+                } else if too_long(&data.customer_id) || too_long(&data.product_id) {
+                    Some("customer_id and product_id have at most 128 characters")
+                } else if data.quantity == 0 || data.quantity > limits::MAX_QUANTITY {
+                    Some("quantity must be from 1 to 1000000")
+                } else if data.total_amount <= Money::ZERO || data.total_amount > limits::MAX_TOTAL {
+                    Some("total_amount must be greater than 0 and at most 100000000")
                 } else {
                     None
                 };

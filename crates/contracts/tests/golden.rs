@@ -84,6 +84,14 @@ fn contract_violations_are_reported() {
     let zero_quantity = CREATED.replace("\"quantity\": 2", "\"quantity\": 0");
     assert!(matches!(Event::from_json(zero_quantity.as_bytes()), Err(ContractError::Violation { .. })));
 
+    // Beyond the bounds order-service accepts: no column or sum downstream can take it.
+    let huge_quantity = CREATED.replace("\"quantity\": 2", "\"quantity\": 1000001");
+    assert!(matches!(Event::from_json(huge_quantity.as_bytes()), Err(ContractError::Violation { .. })));
+    let huge_amount = CREATED.replace("99.99", "100000000.01");
+    assert!(matches!(Event::from_json(huge_amount.as_bytes()), Err(ContractError::Violation { .. })));
+    let long_id = CREATED.replace("product-456", &"p".repeat(129));
+    assert!(matches!(Event::from_json(long_id.as_bytes()), Err(ContractError::Violation { .. })));
+
     let bad_id = CREATED.replace("0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f", "event-uuid-xxxx");
     assert!(matches!(Event::from_json(bad_id.as_bytes()), Err(ContractError::Malformed(_))));
 }

@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use platform::DependencyStatus;
 use uuid::Uuid;
 
 /// A message ready to be published: an event envelope and its routing data.
@@ -67,16 +68,23 @@ pub enum HandleError {
     /// It can never succeed (malformed, violates the contract): dead-letter it at once.
     #[error("permanent failure: {0}")]
     Permanent(String),
-    /// It may succeed later (database down, lock timeout): retry it after a growing delay, and
-    /// dead-letter it after the last retry.
+    /// It may succeed later (deadlock, lock timeout, a receiver refusing it for now): retry it
+    /// after a growing delay, and dead-letter it after the last retry.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// A dependency the consumer needs is down (database unreachable, pool exhausted, Redis
+    /// down): nothing is wrong with the delivery. The consumer pauses and handles it again when
+    /// the dependency is back, however long that takes; no attempt is counted.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl HandleError {
     pub fn reason(&self) -> &str {
         match self {
-            HandleError::Permanent(reason) | HandleError::Transient(reason) => reason,
+            HandleError::Permanent(reason)
+            | HandleError::Transient(reason)
+            | HandleError::Unavailable(reason) => reason,
         }
     }
 }
@@ -97,38 +105,14 @@ pub trait EventHandler: Send + Sync {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>>;
 }
 
-/// Runs `handler` on `deliveries` for a consumer of `queue`. Whatever happens, there is one
-/// outcome per delivery: a panic, or an outcome the handler left out, is a transient failure.
-pub(crate) async fn handle_guarded(
-    handler: &dyn EventHandler,
-    queue: &str,
-    deliveries: &[Delivery],
-) -> Vec<Result<Handled, HandleError>> {
-    use futures::FutureExt;
-    let mut outcomes = match std::panic::AssertUnwindSafe(handler.handle(deliveries)).catch_unwind().await {
-        Ok(outcomes) => outcomes,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            tracing::error!(event = "handler_panicked", queue = %queue, panic = %message, "handler panicked");
-            vec![Err(HandleError::Transient(format!("handler panicked: {message}"))); deliveries.len()]
+/// Checks the system's queue names (section `queues`); the error names the offending key.
+pub fn validate_queues(queues: &contracts::Queues) -> Result<(), platform::ConfigError> {
+    for binding in queues.bindings() {
+        if binding.queue.trim().is_empty() {
+            return Err(platform::ConfigError::invalid(binding.key, "must not be empty"));
         }
-    };
-    if outcomes.len() != deliveries.len() {
-        tracing::error!(
-            event = "handler_outcome_mismatch",
-            queue = %queue,
-            deliveries = deliveries.len(),
-            outcomes = outcomes.len(),
-            "handler returned a wrong number of outcomes"
-        );
-        outcomes
-            .resize(deliveries.len(), Err(HandleError::Transient("the handler returned no outcome".into())));
     }
-    outcomes
+    Ok(())
 }
 
 /// A queue to consume, the routing keys it receives, and who handles its deliveries.
@@ -139,6 +123,25 @@ pub struct Subscription {
     /// Routing keys bound from the events exchange, e.g. `order.created`.
     pub routing_keys: Vec<String>,
     pub handler: Arc<dyn EventHandler>,
+    /// Down while the consumer is paused (a dependency is unavailable), for readiness.
+    pub readiness: Option<DependencyStatus>,
+}
+
+impl Subscription {
+    pub fn new(queue: impl Into<String>, routing_keys: &[&str], handler: Arc<dyn EventHandler>) -> Self {
+        Subscription {
+            queue: queue.into(),
+            routing_keys: routing_keys.iter().map(|key| (*key).to_owned()).collect(),
+            handler,
+            readiness: None,
+        }
+    }
+
+    /// Reports the consumer's pauses through `status`.
+    pub fn with_readiness(mut self, status: DependencyStatus) -> Self {
+        self.readiness = Some(status);
+        self
+    }
 }
 
 /// A message parked in a dead-letter queue, as operators see it.

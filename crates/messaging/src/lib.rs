@@ -2,6 +2,7 @@
 //! outbox relay.
 
 pub mod bus;
+pub mod consume;
 pub mod inprocess;
 pub mod metrics;
 pub mod outbox;
@@ -9,6 +10,6 @@ pub mod rabbitmq;
 
 pub use bus::{
     Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, OutgoingMessage, ParkedMessage,
-    PublishError, SubscribeError, Subscription,
+    PublishError, SubscribeError, Subscription, validate_queues,
 };
 pub use metrics::MessagingMetrics;

@@ -14,7 +14,7 @@ pub struct QueueLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub queue: String,
-    /// `ack`, `duplicate`, `retry` or `dead_lettered`.
+    /// `ack`, `duplicate`, `retry`, `dead_lettered` or `requeued` (handed back unhandled).
     pub outcome: &'static str,
 }
 
@@ -40,6 +40,8 @@ pub struct MessagingMetrics {
     pub retried: Family<QueueLabels, Counter>,
     pub dead_lettered: Family<DeadLetterLabels, Counter>,
     pub processing_duration: Family<QueueLabels, Histogram>,
+    /// 1 while the queue's consumer is paused because a dependency is unavailable.
+    pub paused: Family<QueueLabels, Gauge>,
 }
 
 impl MessagingMetrics {
@@ -53,6 +55,7 @@ impl MessagingMetrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             processing_duration: Family::new_with_constructor(platform::metrics::latency_histogram),
+            paused: Family::default(),
         };
         registry.register("outbox_backlog", "Outbox rows not yet published", metrics.outbox_backlog.clone());
         registry.register(
@@ -83,19 +86,25 @@ impl MessagingMetrics {
             Unit::Seconds,
             metrics.processing_duration.clone(),
         );
+        registry.register(
+            "consumer_paused",
+            "1 while the consumer is paused because a dependency it needs is unavailable",
+            metrics.paused.clone(),
+        );
         metrics
     }
 
     /// Creates every series of a consumed queue at zero, so that dashboards show it and
     /// `increase()` alerts see its first retry or dead letter.
     pub fn init_queue(&self, queue: &str) {
-        for outcome in ["ack", "duplicate", "retry", "dead_lettered"] {
+        for outcome in ["ack", "duplicate", "retry", "dead_lettered", "requeued"] {
             self.consumed.get_or_create_owned(&OutcomeLabels { queue: queue.to_owned(), outcome });
         }
         for reason in ["permanent", "retries_exhausted"] {
             self.dead_lettered.get_or_create_owned(&DeadLetterLabels { queue: queue.to_owned(), reason });
         }
         self.retried.get_or_create_owned(&QueueLabels { queue: queue.to_owned() });
+        self.paused.get_or_create_owned(&QueueLabels { queue: queue.to_owned() });
     }
 
     /// Creates the outbox series of a routing key at zero (see [`MessagingMetrics::init_queue`]).

@@ -12,6 +12,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use contracts::QueueBinding;
 use lapin::{
     BasicProperties, Confirmation, Connection, ConnectionProperties,
     options::{
@@ -24,7 +25,7 @@ use messaging::{
     Delivery, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics, OutgoingMessage,
     PublishError, Subscription,
     metrics::{DeadLetterLabels, OutcomeLabels, QueueLabels},
-    rabbitmq::{RabbitError, RabbitMq, RabbitSettings, headers},
+    rabbitmq::{QueueNames, RabbitError, RabbitMq, RabbitSettings, headers},
 };
 use platform::{DependencyStatus, Health, Shutdown};
 use test_support::{FaultProxy, amqp_url, delete_amqp, eventually, host_port, unique_name};
@@ -62,12 +63,22 @@ impl Harness {
             .with_test_writer()
             .with_env_filter("messaging=debug,lapin=warn")
             .try_init();
+        Self::start_with_topology(settings, Vec::new()).await
+    }
+
+    /// An adapter that declares `topology` on every connection.
+    async fn start_with_topology(settings: RabbitSettings, topology: Vec<QueueBinding>) -> Harness {
         let health = Health::new(&mut prometheus_client::registry::Registry::default());
         let status = health.add_status("rabbitmq", true);
         let shutdown = Shutdown::new();
         let metrics = MessagingMetrics::unregistered();
-        let rabbit = RabbitMq::new(settings, status.clone(), metrics.clone(), shutdown.clone()).unwrap();
-        let harness = Harness { rabbit, status, shutdown, metrics, queues: Vec::new() };
+        let mut queues = Vec::new();
+        for binding in &topology {
+            queues.extend(QueueNames::new(&binding.queue, &settings).all());
+        }
+        let rabbit =
+            RabbitMq::new(settings, topology, status.clone(), metrics.clone(), shutdown.clone()).unwrap();
+        let harness = Harness { rabbit, status, shutdown, metrics, queues };
         harness.wait_until_up().await;
         harness
     }
@@ -80,10 +91,18 @@ impl Harness {
     async fn consume(&mut self, handler: Arc<dyn EventHandler>) -> String {
         let queue = format!("{}.orders", unique_name());
         self.queues.extend(self.rabbit.queue_names(&queue).all());
-        let subscription =
-            Subscription { queue: queue.clone(), routing_keys: vec![ROUTING_KEY.into()], handler };
-        self.rabbit.consume(subscription).await.unwrap();
+        self.consume_queue(&queue, handler).await;
         queue
+    }
+
+    /// Consumes `queue` (bound to [`ROUTING_KEY`]) with `handler`; the queue is not deleted by
+    /// this harness.
+    async fn consume_queue(&self, queue: &str, handler: Arc<dyn EventHandler>) {
+        self.consume_subscription(Subscription::new(queue, &[ROUTING_KEY], handler)).await;
+    }
+
+    async fn consume_subscription(&self, subscription: Subscription) {
+        self.rabbit.consume(subscription).await.unwrap();
     }
 
     async fn publish_one(&self, message: &OutgoingMessage) {
@@ -701,7 +720,8 @@ async fn the_service_starts_without_the_broker_and_connects_when_it_comes() {
     let shutdown = Shutdown::new();
     let metrics = MessagingMetrics::unregistered();
     let settings = settings(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port()));
-    let rabbit = RabbitMq::new(settings, status.clone(), metrics.clone(), shutdown.clone()).unwrap();
+    let rabbit =
+        RabbitMq::new(settings, Vec::new(), status.clone(), metrics.clone(), shutdown.clone()).unwrap();
     let mut harness = Harness { rabbit, status, shutdown, metrics, queues: Vec::new() };
 
     let results = harness.rabbit.publish(&[message("{}")]).await;
@@ -723,5 +743,217 @@ async fn the_service_starts_without_the_broker_and_connects_when_it_comes() {
         (!recorder.seen_payload("first contact").is_empty()).then_some(())
     })
     .await;
+    harness.stop().await;
+}
+
+/// Answers `HandleError::Unavailable` until `available` is set, like a handler whose database is
+/// down.
+fn unavailable_until(available: Arc<AtomicBool>) -> Arc<Recorder> {
+    Recorder::new(move |_| {
+        if available.load(Ordering::SeqCst) {
+            Ok(Handled::Processed)
+        } else {
+            Err(HandleError::Unavailable("database unreachable".into()))
+        }
+    })
+}
+
+#[tokio::test]
+async fn restarts_during_a_backlog_never_park_a_healthy_message() {
+    let settings = RabbitSettings { delivery_limit: 2, prefetch: 50, batch_size: 1, ..settings(amqp_url()) };
+    let mut owner = Harness::start(settings.clone()).await;
+    let queue = owner.consume(Recorder::new(|_| Ok(Handled::Processed))).await;
+    owner.shutdown.trigger();
+    assert!(owner.shutdown.wait_for_tasks(WAIT).await);
+    let messages: Vec<OutgoingMessage> = (0..100).map(|i| message(&format!("backlog {i}"))).collect();
+    let publisher = Harness::start(settings.clone()).await;
+    assert!(publisher.rabbit.publish(&messages).await.iter().all(Result::is_ok));
+
+    // Each run takes a full prefetch, handles one delivery and is stopped: more runs than the
+    // delivery limit allows returns.
+    for _ in 0..5 {
+        let run = Harness::start(settings.clone()).await;
+        let gate = Arc::new(Notify::new());
+        let recorder = Recorder::gated(gate.clone());
+        run.consume_queue(&queue, recorder.clone()).await;
+        eventually(WAIT, "the first batch", || async { (!recorder.batch_sizes().is_empty()).then_some(()) })
+            .await;
+        run.shutdown.trigger();
+        gate.notify_one();
+        assert!(run.shutdown.wait_for_tasks(WAIT).await);
+    }
+
+    let last = Harness::start(settings.clone()).await;
+    let recorder = Recorder::new(|_| Ok(Handled::Processed));
+    last.consume_queue(&queue, recorder.clone()).await;
+    eventually(WAIT, "every message handled", || async {
+        let handled: HashSet<Vec<u8>> =
+            recorder.seen().into_iter().map(|delivery| delivery.payload).collect();
+        (handled.len() == 95).then_some(())
+    })
+    .await;
+    assert_eq!(last.parked(&queue).await, 0, "restarts parked nothing");
+    assert!(recorder.seen().iter().all(|delivery| delivery.attempt == 1), "no retry was spent");
+    last.stop().await;
+    publisher.stop().await;
+}
+
+#[tokio::test]
+async fn parked_messages_survive_fifty_listings_and_failed_replays() {
+    let settings = settings(amqp_url());
+    let mut consumer = Harness::start(settings.clone()).await;
+    let queue =
+        consumer.consume(Recorder::new(|_| Err(HandleError::Permanent("unknown currency".into())))).await;
+    let sent: Vec<OutgoingMessage> = (0..3).map(|i| message(&format!("parked {i}"))).collect();
+    assert!(consumer.rabbit.publish(&sent).await.iter().all(Result::is_ok));
+    eventually(WAIT, "three parked messages", || async {
+        (consumer.parked(&queue).await == 3).then_some(())
+    })
+    .await;
+    consumer.shutdown.trigger();
+    assert!(consumer.shutdown.wait_for_tasks(WAIT).await);
+
+    let operator = Harness::start(settings).await;
+    for listing in 0..50 {
+        let listed = operator.rabbit.list_parked(&queue, 10).await.unwrap();
+        assert_eq!(listed.len(), 3, "listing {listing} saw every parked message");
+    }
+    // A replay that cannot deliver (the queue is gone) keeps every message parked.
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel.queue_delete(queue.as_str().into(), Default::default()).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    for _ in 0..25 {
+        assert_eq!(operator.rabbit.replay_parked(&queue, 10).await.unwrap(), 0);
+    }
+    let listed = operator.rabbit.list_parked(&queue, 10).await.unwrap();
+    let ids: HashSet<String> = listed.into_iter().filter_map(|parked| parked.message_id).collect();
+    assert_eq!(ids, sent.iter().map(|message| message.event_id.to_string()).collect());
+    operator.stop().await;
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn every_queue_of_the_topology_exists_before_the_first_publish() {
+    let name = unique_name();
+    let topology = vec![
+        QueueBinding { key: "queues.a", queue: format!("{name}.a"), routing_keys: vec![ROUTING_KEY.into()] },
+        QueueBinding {
+            key: "queues.b",
+            queue: format!("{name}.b"),
+            routing_keys: vec![ROUTING_KEY.into(), "order.processed".into()],
+        },
+    ];
+    let harness = Harness::start_with_topology(settings(amqp_url()), topology).await;
+    // Nobody consumes yet: the events wait in both queues.
+    harness.publish_one(&message("early")).await;
+    let processed = OutgoingMessage { routing_key: "order.processed".into(), ..message("early processed") };
+    harness.publish_one(&processed).await;
+    eventually(WAIT, "the events in their queues", || async {
+        let a = ready_messages(&format!("{name}.a")).await;
+        let b = ready_messages(&format!("{name}.b")).await;
+        (a == 1 && b == 2).then_some(())
+    })
+    .await;
+    // A consumer started later finds them.
+    let recorder = Recorder::new(|_| Ok(Handled::Processed));
+    harness.consume_queue(&format!("{name}.a"), recorder.clone()).await;
+    eventually(WAIT, "the early event delivered", || async {
+        (!recorder.seen_payload("early").is_empty()).then_some(())
+    })
+    .await;
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_every_retry_pauses_the_consumer_and_parks_nothing() {
+    let mut harness = Harness::start(settings(amqp_url())).await;
+    let available = Arc::new(AtomicBool::new(false));
+    let recorder = unavailable_until(available.clone());
+    let readiness =
+        Health::new(&mut prometheus_client::registry::Registry::default()).add_status("consumer", false);
+    let queue = format!("{}.orders", unique_name());
+    harness.queues.extend(harness.rabbit.queue_names(&queue).all());
+    harness
+        .consume_subscription(
+            Subscription::new(queue.clone(), &[ROUTING_KEY], recorder.clone())
+                .with_readiness(readiness.clone()),
+        )
+        .await;
+    let messages: Vec<OutgoingMessage> = (0..20).map(|i| message(&format!("during outage {i}"))).collect();
+    assert!(harness.rabbit.publish(&messages).await.iter().all(Result::is_ok));
+
+    eventually(WAIT, "the consumer to pause", || async { (!readiness.is_up()).then_some(()) }).await;
+    let paused = harness.metrics.paused.get_or_create(&QueueLabels { queue: queue.clone() }).get();
+    assert_eq!(paused, 1);
+    // Ten times the whole retry schedule (100 + 200 ms).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(harness.consumed(&queue, "retry"), 0);
+    assert_eq!(harness.parked(&queue).await, 0);
+
+    available.store(true, Ordering::SeqCst);
+    eventually(WAIT, "every message handled", || async {
+        (harness.consumed(&queue, "ack") == 20).then_some(())
+    })
+    .await;
+    assert!(readiness.is_up());
+    assert_eq!(harness.metrics.paused.get_or_create(&QueueLabels { queue: queue.clone() }).get(), 0);
+    assert!(recorder.seen().iter().all(|delivery| delivery.attempt == 1), "the pause spent no attempt");
+    assert_eq!(harness.parked(&queue).await, 0);
+    assert_eq!(harness.consumed(&queue, "retry"), 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_consumer_hands_back_what_it_held_too_long_without_ageing_it() {
+    // A delivery limit of 1: a single counted return would park a message.
+    let settings = RabbitSettings { paused_hold_ms: 300, delivery_limit: 1, ..settings(amqp_url()) };
+    let mut harness = Harness::start(settings).await;
+    let available = Arc::new(AtomicBool::new(false));
+    let queue = harness.consume(unavailable_until(available.clone())).await;
+    let messages: Vec<OutgoingMessage> = (0..10).map(|i| message(&format!("held {i}"))).collect();
+    assert!(harness.rabbit.publish(&messages).await.iter().all(Result::is_ok));
+
+    eventually(WAIT, "the held batch handed back", || async {
+        (harness.consumed(&queue, "requeued") >= 10).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    available.store(true, Ordering::SeqCst);
+    eventually(WAIT, "every message handled", || async {
+        (harness.consumed(&queue, "ack") == 10).then_some(())
+    })
+    .await;
+    assert_eq!(harness.parked(&queue).await, 0);
+    assert_eq!(ready_messages(&queue).await, 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_while_paused_leaves_every_message_queued_and_unaged() {
+    let settings = RabbitSettings { delivery_limit: 1, ..settings(amqp_url()) };
+    let mut harness = Harness::start(settings.clone()).await;
+    let queue = harness.consume(unavailable_until(Arc::new(AtomicBool::new(false)))).await;
+    let messages: Vec<OutgoingMessage> = (0..10).map(|i| message(&format!("paused {i}"))).collect();
+    assert!(harness.rabbit.publish(&messages).await.iter().all(Result::is_ok));
+    eventually(WAIT, "the consumer to pause", || async {
+        let paused = harness.metrics.paused.get_or_create(&QueueLabels { queue: queue.clone() }).get();
+        (paused == 1).then_some(())
+    })
+    .await;
+    harness.shutdown.trigger();
+    assert!(harness.shutdown.wait_for_tasks(WAIT).await);
+
+    let next = Harness::start(settings).await;
+    let recorder = Recorder::new(|_| Ok(Handled::Processed));
+    next.consume_queue(&queue, recorder.clone()).await;
+    eventually(WAIT, "every message handled", || async {
+        let handled: HashSet<Vec<u8>> =
+            recorder.seen().into_iter().map(|delivery| delivery.payload).collect();
+        (handled.len() == 10).then_some(())
+    })
+    .await;
+    assert_eq!(next.parked(&queue).await, 0);
+    next.stop().await;
     harness.stop().await;
 }

@@ -6,8 +6,10 @@
 //! - `Duplicate` when every channel had sent it before,
 //! - a permanent failure (parked at once) when it is not a valid event, or a channel refuses it
 //!   for good: retrying cannot help, and a replay later skips the channels that did send it,
+//! - a pause (handled again once the dependency is back, however long it takes) when the
+//!   deduplication store or a receiver cannot be reached at all,
 //! - a transient failure (retried later, parked after the last retry) otherwise, e.g. a receiver
-//!   that is down or the deduplication store unavailable.
+//!   answering 503.
 
 use std::sync::Arc;
 
@@ -80,7 +82,7 @@ impl NotificationHandler {
             }
             Err(error) => {
                 self.metrics.count(name, "failed");
-                return Err(HandleError::Transient(format!("{name}: not sent, {error}")));
+                return Err(HandleError::Unavailable(format!("{name}: not sent, {error}")));
             }
         }
         match channel.send(notification).await {
@@ -111,6 +113,7 @@ impl NotificationHandler {
                 Err(match error {
                     SendError::Transient(reason) => HandleError::Transient(format!("{name}: {reason}")),
                     SendError::Permanent(reason) => HandleError::Permanent(format!("{name}: {reason}")),
+                    SendError::Unavailable(reason) => HandleError::Unavailable(format!("{name}: {reason}")),
                 })
             }
         }
@@ -143,9 +146,11 @@ impl EventHandler for NotificationHandler {
 }
 
 /// One outcome for the delivery from one per channel: a permanent failure wins (retrying cannot
-/// fix it), then a transient one; otherwise it is a duplicate only if no channel sent anything.
+/// fix it), then an unavailable dependency (wait for it rather than spend a retry), then a
+/// transient failure; otherwise it is a duplicate only if no channel sent anything.
 fn combine(results: Vec<Result<Handled, HandleError>>) -> Result<Handled, HandleError> {
     let mut permanent = Vec::new();
+    let mut unavailable = Vec::new();
     let mut transient = Vec::new();
     let mut sent = false;
     for result in results {
@@ -153,12 +158,17 @@ fn combine(results: Vec<Result<Handled, HandleError>>) -> Result<Handled, Handle
             Ok(Handled::Processed) => sent = true,
             Ok(Handled::Duplicate) => {}
             Err(HandleError::Permanent(reason)) => permanent.push(reason),
+            Err(HandleError::Unavailable(reason)) => unavailable.push(reason),
             Err(HandleError::Transient(reason)) => transient.push(reason),
         }
     }
     if !permanent.is_empty() {
+        permanent.extend(unavailable);
         permanent.extend(transient);
         Err(HandleError::Permanent(permanent.join("; ")))
+    } else if !unavailable.is_empty() {
+        unavailable.extend(transient);
+        Err(HandleError::Unavailable(unavailable.join("; ")))
     } else if !transient.is_empty() {
         Err(HandleError::Transient(transient.join("; ")))
     } else if sent {
@@ -191,6 +201,10 @@ mod tests {
         assert_eq!(
             combine(vec![transient("log: down"), permanent("webhook: 404")]),
             permanent("webhook: 404; log: down")
+        );
+        assert_eq!(
+            combine(vec![transient("webhook: 503"), Err(HandleError::Unavailable("redis: down".into()))]),
+            Err(HandleError::Unavailable("redis: down; webhook: 503".into()))
         );
     }
 }

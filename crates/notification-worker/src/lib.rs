@@ -12,7 +12,7 @@ pub mod settings;
 use std::sync::Arc;
 
 use anyhow::Context;
-use contracts::routing_key;
+use contracts::Queues;
 use messaging::{EventBus, MessagingMetrics, Subscription, rabbitmq::RabbitMq};
 use platform::{Runtime, http::Server, redis::RedisClient};
 
@@ -48,6 +48,7 @@ impl Application {
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let rabbit = RabbitMq::new(
             settings.rabbitmq.clone(),
+            settings.queues.bindings(),
             // Without the broker there is nothing to do.
             runtime.health.add_status("rabbitmq", true),
             messaging_metrics,
@@ -82,19 +83,19 @@ impl Application {
             channel::from_settings(notifications)?,
             backends.dedupe.clone(),
             notification_metrics,
-            &notifications.queue,
+            &settings.queues.notifications,
             notifications.concurrency,
         );
         backends
             .bus
-            .subscribe(Subscription {
-                queue: notifications.queue.clone(),
-                routing_keys: vec![
-                    routing_key::ORDER_CREATED.to_owned(),
-                    routing_key::ORDER_PROCESSED.to_owned(),
-                ],
-                handler: Arc::new(handler),
-            })
+            .subscribe(
+                Subscription::new(
+                    settings.queues.notifications.clone(),
+                    Queues::NOTIFICATIONS_KEYS,
+                    Arc::new(handler),
+                )
+                .with_readiness(runtime.health.add_status("consumer", false)),
+            )
             .await
             .context("cannot consume order events")?;
         // Without the store nothing can be deduplicated, so nothing is sent.

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
     };
     if let Some(command) = command {
         // JSON on stdout, and no logs.
-        return match command.execute(settings.rabbitmq, &settings.notifications.queue).await {
+        return match command.execute(settings.rabbitmq, &settings.queues.notifications).await {
             Ok(answer) => {
                 println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
                 ExitCode::SUCCESS

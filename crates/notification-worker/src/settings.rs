@@ -3,6 +3,7 @@
 //! Besides the shared sections it reads `notifications.*`, also set by the flat variables in
 //! [`FLAT_ENV`] (`NOTIFY_CHANNELS=log,webhook`, `WEBHOOK_URL`, `WEBHOOK_SECRET`, …).
 
+use contracts::Queues;
 use std::{fmt, time::Duration};
 
 use messaging::rabbitmq::RabbitSettings;
@@ -25,6 +26,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub redis: RedisSettings,
     pub rabbitmq: RabbitSettings,
+    /// The system's consumer queues (every service declares them all).
+    pub queues: Queues,
     pub notifications: NotificationSettings,
 }
 
@@ -36,6 +39,7 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             redis: RedisSettings::default(),
             rabbitmq: RabbitSettings::default(),
+            queues: Queues::default(),
             notifications: NotificationSettings::default(),
         }
     }
@@ -57,6 +61,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
         self.rabbitmq.validate()?;
+        messaging::validate_queues(&self.queues)?;
         self.notifications.validate()
     }
 }
@@ -92,9 +97,6 @@ impl ChannelKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NotificationSettings {
-    /// Queue bound to `order.created` and `order.processed`; its retry queues and dead-letter
-    /// queue (`<queue>.dlq`) are named after it.
-    pub queue: String,
     /// Channels every event is sent through. Also read from a comma-separated string
     /// (`NOTIFY_CHANNELS=log,webhook`).
     #[serde(deserialize_with = "channels_from_list_or_string")]
@@ -113,7 +115,6 @@ pub struct NotificationSettings {
 impl Default for NotificationSettings {
     fn default() -> Self {
         NotificationSettings {
-            queue: "notifications.orders".into(),
             channels: vec![ChannelKind::Log],
             webhook: WebhookSettings::default(),
             claim_ttl_ms: 30_000,
@@ -137,9 +138,6 @@ impl NotificationSettings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.queue.trim().is_empty() {
-            return Err(ConfigError::invalid("notifications.queue", "must not be empty"));
-        }
         if self.channels.is_empty() {
             return Err(ConfigError::invalid(
                 "notifications.channels",
@@ -290,7 +288,7 @@ mod tests {
     fn defaults_notify_through_the_log_on_port_8082() {
         let settings = load(&[]).unwrap();
         assert_eq!(settings.http.port, 8082);
-        assert_eq!(settings.notifications.queue, "notifications.orders");
+        assert_eq!(settings.queues.notifications, "notifications.orders");
         assert_eq!(settings.notifications.channels, vec![ChannelKind::Log]);
         assert_eq!(settings.notifications.sent_ttl(), Duration::from_secs(7 * 24 * 3600));
         assert_eq!(settings.rabbitmq.exchange, "orders");
@@ -351,7 +349,7 @@ mod tests {
             (&[("NOTIFY_CHANNELS", "log,sms")], "NOTIFY_CHANNELS"),
             (&[("NOTIFY_CHANNELS", " , ")], "notifications.channels"),
             (&[("NOTIFY_CHANNELS", "log,log")], "notifications.channels"),
-            (&[("ORDERFLOW_NOTIFICATIONS__QUEUE", " ")], "notifications.queue"),
+            (&[("ORDERFLOW_QUEUES__NOTIFICATIONS", " ")], "queues.notifications"),
         ];
         for (vars, key) in cases {
             let error = load(vars).expect_err(&format!("{vars:?} must be refused")).to_string();

@@ -15,7 +15,7 @@ async fn the_binary_becomes_ready_and_stops_gracefully_on_sigterm() {
     let name = unique_name();
     let mut settings = Settings::default();
     settings.rabbitmq.exchange = format!("{name}.orders");
-    settings.notifications.queue = format!("{name}.notifications.orders");
+    settings.queues = test_support::isolated_queues(&name);
     settings.redis.key_prefix = format!("{name}:");
     let _cleanup = Cleanup::of(&settings);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notification-worker"))
@@ -26,7 +26,9 @@ async fn the_binary_becomes_ready_and_stops_gracefully_on_sigterm() {
         .env("ORDERFLOW_HTTP__HOST", "127.0.0.1")
         .env("ORDERFLOW_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
         .env("ORDERFLOW_RABBITMQ__EXCHANGE", &settings.rabbitmq.exchange)
-        .env("ORDERFLOW_NOTIFICATIONS__QUEUE", &settings.notifications.queue)
+        .env("ORDERFLOW_QUEUES__ANALYTICS", &settings.queues.analytics)
+        .env("ORDERFLOW_QUEUES__NOTIFICATIONS", &settings.queues.notifications)
+        .env("ORDERFLOW_QUEUES__ORDER_PROCESSED", &settings.queues.order_processed)
         .env("SHUTDOWN_GRACE_PERIOD_SECONDS", "5")
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -13,7 +13,10 @@ use std::{
 
 use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
-use notification_worker::settings::ChannelKind;
+use notification_worker::{
+    channel::webhook::{DEFAULT_TOLERANCE, SignatureError, verify_signature},
+    settings::ChannelKind,
+};
 use serde_json::Value;
 use sha2::Sha256;
 use support::{
@@ -106,21 +109,29 @@ async fn the_webhook_signature_verifies_over_the_raw_body() {
 
     let call = receiver.wait_delivered(1).await.remove(0);
     let signature = call.header("x-orderflow-signature");
-    let hex = signature.strip_prefix("sha256=").expect("sha256=<hex>");
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(verify_signature(SECRET.as_bytes(), signature, &call.body, now, DEFAULT_TOLERANCE), Ok(()));
+
+    // The scheme itself, computed independently: HMAC-SHA256 of "<t>.<raw body>".
+    let (timestamp, hex) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .expect("t=<unix seconds>,v1=<hex>");
     let expected = {
         let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
         mac.update(&call.body);
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     assert_eq!(hex, expected);
-    let mut forged = Hmac::<Sha256>::new_from_slice(b"another secret").unwrap();
-    forged.update(&call.body);
-    assert!(forged.verify_slice(&decode_hex(hex)).is_err(), "another secret does not verify");
-    assert_eq!(call.header("x-orderflow-event-id"), event.event_id.to_string());
-}
+    assert!(now.abs_diff(timestamp.parse().unwrap()) <= 60, "signed when sent: t={timestamp}, now={now}");
 
-fn decode_hex(hex: &str) -> Vec<u8> {
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    assert_eq!(
+        verify_signature(b"another secret", signature, &call.body, now, DEFAULT_TOLERANCE),
+        Err(SignatureError::NoMatchingSignature),
+        "another secret does not verify"
+    );
+    assert_eq!(call.header("x-orderflow-event-id"), event.event_id.to_string());
 }
 
 #[tokio::test]
@@ -226,8 +237,6 @@ async fn nothing_is_sent_while_redis_is_unreachable_and_it_goes_out_once_when_it
     let receiver = Receiver::accepting().await;
     let worker = TestWorker::spawn_with(&receiver, |s| {
         s.redis.url = Some(format!("redis://127.0.0.1:{port}"));
-        // Room for several tries while Redis is away.
-        s.rabbitmq.retry_delays_ms = vec![200, 400, 800, 1_600, 3_200, 6_400, 12_800];
     })
     .await;
 
@@ -238,9 +247,12 @@ async fn nothing_is_sent_while_redis_is_unreachable_and_it_goes_out_once_when_it
         (worker.webhook_metric("failed").await >= 1.0).then_some(())
     })
     .await;
+    // Ten times the whole retry schedule (100 + 200 ms): the worker waits, it does not retry.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, readiness) = worker.readiness().await;
     assert_eq!(status, 503, "Redis is critical: {readiness}");
     assert_eq!(readiness["checks"]["redis"]["status"], "down");
+    assert_eq!(readiness["checks"]["consumer"]["status"], "down", "the consumer is paused: {readiness}");
     assert!(receiver.calls().is_empty(), "never notify without deduplication");
 
     redis.restore();
@@ -248,7 +260,36 @@ async fn nothing_is_sent_while_redis_is_unreachable_and_it_goes_out_once_when_it
     tokio::time::sleep(SETTLE).await;
     assert_eq!(receiver.calls().len(), 1, "sent once");
     assert!(worker.parked().await.is_empty());
+    assert_eq!(worker.metric(&format!("messages_retried_total{{queue=\"{}\"}}", worker.queue())).await, 0.0);
     assert_eq!(worker.readiness().await.0, 200);
+}
+
+#[tokio::test]
+async fn an_unreachable_receiver_pauses_the_worker_until_it_answers() {
+    // Nothing listens on the receiver's address yet.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let placeholder = Receiver::accepting().await;
+    let worker = TestWorker::spawn_with(&placeholder, |s| {
+        s.notifications.webhook.url = Some(format!("http://{address}/hook"));
+    })
+    .await;
+    let event = order_created();
+    worker.publish(&event).await;
+    eventually(WAIT, "the consumer to pause", || async {
+        let (_, readiness) = worker.readiness().await;
+        (readiness["checks"]["consumer"]["status"] == "down").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(worker.parked().await.is_empty(), "nothing parked while the receiver is away");
+
+    let receiver = Receiver::accepting_at(&address).await;
+    receiver.wait_delivered(1).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(receiver.calls().len(), 1, "sent once");
+    assert_eq!(worker.metric(&format!("messages_retried_total{{queue=\"{}\"}}", worker.queue())).await, 0.0);
+    assert!(worker.parked().await.is_empty());
+    assert!(placeholder.calls().is_empty());
 }
 
 #[tokio::test]
@@ -302,7 +343,7 @@ async fn cli(worker: &TestWorker, args: &[&str]) -> Value {
         .env_clear()
         .env("RABBITMQ_URL", settings.rabbitmq.url.as_deref().unwrap())
         .env("ORDERFLOW_RABBITMQ__EXCHANGE", &settings.rabbitmq.exchange)
-        .env("ORDERFLOW_NOTIFICATIONS__QUEUE", worker.queue())
+        .env("ORDERFLOW_QUEUES__NOTIFICATIONS", worker.queue())
         .output()
         .await
         .expect("run notification-worker");

@@ -1,16 +1,16 @@
 //! Orders: what a valid order is, and what one looks like once accepted.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use contracts::{Money, OrderStatus};
+use contracts::{Money, OrderStatus, limits};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Longest accepted `customer_id` / `product_id`.
-pub const MAX_ID_LENGTH: usize = 128;
+/// Longest accepted `customer_id` / `product_id` (the event contract's bound).
+pub const MAX_ID_LENGTH: usize = limits::MAX_ID_LENGTH;
 /// Largest accepted quantity.
-pub const MAX_QUANTITY: i64 = 1_000_000;
+pub const MAX_QUANTITY: i64 = limits::MAX_QUANTITY as i64;
 /// Largest accepted `total_amount`: 100 million.
-pub const MAX_TOTAL: Money = Money::from_minor(10_000_000_000);
+pub const MAX_TOTAL: Money = limits::MAX_TOTAL;
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
 

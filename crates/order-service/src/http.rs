@@ -36,7 +36,7 @@ fn validation(error: ValidationError) -> ApiError {
 /// The single place where store failures become HTTP answers.
 fn store_error(error: StoreError) -> ApiError {
     match error {
-        StoreError::Unavailable(reason) => {
+        StoreError::Unavailable(reason) | StoreError::Conflict(reason) => {
             tracing::warn!(event = "database_unavailable", error = %reason, "database unavailable");
             ApiError::unavailable("the order database is unavailable, try again shortly")
         }

@@ -13,7 +13,7 @@ pub mod store;
 use std::sync::Arc;
 
 use anyhow::Context;
-use contracts::routing_key;
+use contracts::{Queues, routing_key};
 use messaging::{
     EventBus, MessagingMetrics, Subscription,
     outbox::{OutboxStore, Relay, mysql::MySqlOutbox},
@@ -82,6 +82,7 @@ impl Application {
             .context("database migrations failed")?;
         let rabbit = RabbitMq::new(
             settings.rabbitmq.clone(),
+            settings.queues.bindings(),
             runtime.health.add_status("rabbitmq", false),
             messaging_metrics.clone(),
             runtime.shutdown.clone(),
@@ -129,14 +130,17 @@ impl Application {
         runtime.shutdown.spawn(relay.run(runtime.shutdown.clone()));
         backends
             .bus
-            .subscribe(Subscription {
-                queue: settings.orders.processed_queue.clone(),
-                routing_keys: vec![routing_key::ORDER_PROCESSED.to_owned()],
-                handler: Arc::new(OrderProcessedHandler::new(
-                    service.clone(),
-                    settings.orders.processed_queue.clone(),
-                )),
-            })
+            .subscribe(
+                Subscription::new(
+                    settings.queues.order_processed.clone(),
+                    Queues::ORDER_PROCESSED_KEYS,
+                    Arc::new(OrderProcessedHandler::new(
+                        service.clone(),
+                        settings.queues.order_processed.clone(),
+                    )),
+                )
+                .with_readiness(runtime.health.add_status("consumer", false)),
+            )
             .await
             .context("cannot consume OrderProcessed events")?;
 

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::Utc;
 use contracts::Event;
-use messaging::{Delivery, EventHandler, HandleError, Handled};
+use messaging::{Delivery, EventHandler, HandleError, Handled, consume::apply_isolating};
 use uuid::Uuid;
 
-use crate::service::OrderService;
+use crate::{service::OrderService, store::StoreError};
 
 pub struct OrderProcessedHandler {
     service: OrderService,
@@ -49,21 +49,30 @@ impl EventHandler for OrderProcessedHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
         let parsed: Vec<Result<Uuid, HandleError>> = batch.iter().map(|d| self.order_id(d)).collect();
         let ids: Vec<Uuid> = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
-        let mut changed: HashSet<Uuid> = match self.service.mark_processed(&ids, Utc::now()).await {
-            Ok(changed) => changed.into_iter().collect(),
-            Err(error) => {
-                let reason = error.to_string();
-                return parsed
-                    .into_iter()
-                    .map(|p| p.and(Err(HandleError::Transient(reason.clone()))))
-                    .collect();
-            }
-        };
-        // The first delivery naming a changed order is the one that changed it; any other is a
-        // redelivery.
+        // One transaction for the batch; should it fail for a reason of its own, each order is
+        // moved on its own so that only the offending ones fail.
+        let mut results = apply_isolating(&ids, |ids| async move {
+            let mut changed: HashSet<Uuid> = match self.service.mark_processed(&ids, Utc::now()).await {
+                Ok(changed) => changed.into_iter().collect(),
+                Err(error @ StoreError::Unavailable(_)) => {
+                    return Err(HandleError::Unavailable(error.to_string()));
+                }
+                Err(error) => return Err(HandleError::Transient(error.to_string())),
+            };
+            // The first delivery naming a changed order is the one that changed it; any other is
+            // a redelivery.
+            Ok(ids
+                .iter()
+                .map(|id| if changed.remove(id) { Handled::Processed } else { Handled::Duplicate })
+                .collect())
+        })
+        .await
+        .into_iter();
         parsed
             .into_iter()
-            .map(|p| p.map(|id| if changed.remove(&id) { Handled::Processed } else { Handled::Duplicate }))
+            .map(|p| {
+                p.and_then(|_| results.next().unwrap_or(Err(HandleError::Transient("not handled".into()))))
+            })
             .collect()
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use contracts::Queues;
 use messaging::{outbox::RelaySettings, rabbitmq::RabbitSettings};
 use platform::{
     ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, database::DatabaseSettings,
@@ -19,6 +20,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub rabbitmq: RabbitSettings,
     pub outbox: RelaySettings,
+    /// The system's consumer queues (every service declares them all).
+    pub queues: Queues,
     pub orders: OrderSettings,
 }
 
@@ -31,8 +34,6 @@ pub struct OrderSettings {
     pub writers: usize,
     /// Most orders committed in one transaction.
     pub write_batch_size: usize,
-    /// Queue of `OrderProcessed` events that move orders to `processed`.
-    pub processed_queue: String,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_key_retention_hours: u64,
 }
@@ -43,7 +44,6 @@ impl Default for OrderSettings {
             cache_ttl_seconds: 300,
             writers: 4,
             write_batch_size: 128,
-            processed_queue: "orders.processed".into(),
             idempotency_key_retention_hours: 24,
         }
     }
@@ -69,6 +69,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             rabbitmq: RabbitSettings::default(),
             outbox: RelaySettings::default(),
+            queues: Queues::default(),
             orders: OrderSettings::default(),
         }
     }
@@ -87,6 +88,7 @@ impl Settings {
         self.database.connect_options()?;
         self.rabbitmq.validate()?;
         self.outbox.validate()?;
+        messaging::validate_queues(&self.queues)?;
         if self.orders.cache_ttl_seconds == 0 {
             return Err(ConfigError::invalid("orders.cache_ttl_seconds", "must be greater than 0"));
         }
@@ -95,9 +97,6 @@ impl Settings {
         }
         if self.orders.write_batch_size == 0 {
             return Err(ConfigError::invalid("orders.write_batch_size", "must be greater than 0"));
-        }
-        if self.orders.processed_queue.trim().is_empty() {
-            return Err(ConfigError::invalid("orders.processed_queue", "must not be empty"));
         }
         Ok(())
     }

@@ -399,7 +399,7 @@ async fn an_order_processed_event_moves_the_order_to_processed(backend: Backend)
 
     // A redelivery changes nothing and counts as a duplicate.
     app.publish("order.processed", &event).await;
-    let queue = &app.settings.orders.processed_queue;
+    let queue = &app.settings.queues.order_processed;
     let duplicate = format!(r#"messages_consumed_total{{queue="{queue}",outcome="duplicate"}} 1"#);
     support::eventually(Duration::from_secs(10), "the duplicate counted", || async {
         app.get("/metrics").await.text().await.unwrap().contains(&duplicate).then_some(())

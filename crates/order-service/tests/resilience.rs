@@ -190,6 +190,7 @@ async fn two_relays_publish_every_row_once() {
         let status = platform::Health::new(&mut Default::default()).add_status("rabbitmq", false);
         let rabbit = RabbitMq::new(
             rabbit_settings.clone(),
+            Vec::new(),
             status,
             MessagingMetrics::unregistered(),
             shutdown.clone(),

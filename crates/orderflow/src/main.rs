@@ -173,7 +173,8 @@ async fn parked(command: ParkedCommand, settings: &Settings) -> ExitCode {
         Ok(bus) => bus,
         Err(error) => return fail(&error.to_string(), EXIT_CONFIG),
     };
-    let queues = [&settings.analytics.queue, &settings.notifications.queue, &settings.orders.processed_queue];
+    let queues =
+        [&settings.queues.analytics, &settings.queues.notifications, &settings.queues.order_processed];
     let mut answers = Vec::with_capacity(queues.len());
     for queue in queues {
         match bus.run_parked(command, queue).await {

@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use contracts::Queues;
 use messaging::{inprocess::InProcessSettings, outbox::RelaySettings};
 use platform::{ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
     pub bus: InProcessSettings,
+    /// The names of the system's queues on the bus.
+    pub queues: Queues,
     /// Both services' outbox relays.
     pub outbox: RelaySettings,
     pub orders: order_service::settings::OrderSettings,
@@ -51,6 +54,7 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             shutdown: ShutdownSettings::default(),
             bus: InProcessSettings::default(),
+            queues: Queues::default(),
             outbox: RelaySettings::default(),
             orders: order_service::settings::OrderSettings::default(),
             analytics: analytics_service::settings::AnalyticsSettings::default(),
@@ -107,6 +111,7 @@ impl Settings {
             shutdown: self.shutdown.clone(),
             telemetry: self.telemetry.clone(),
             outbox: self.outbox.clone(),
+            queues: self.queues.clone(),
             orders: self.orders.clone(),
             ..Default::default()
         }
@@ -119,6 +124,7 @@ impl Settings {
             shutdown: self.shutdown.clone(),
             telemetry: self.telemetry.clone(),
             outbox: self.outbox.clone(),
+            queues: self.queues.clone(),
             analytics: self.analytics.clone(),
             ..Default::default()
         }
@@ -130,6 +136,7 @@ impl Settings {
             http: self.http(self.notification_port),
             shutdown: self.shutdown.clone(),
             telemetry: self.telemetry.clone(),
+            queues: self.queues.clone(),
             notifications: self.notifications.clone(),
             ..Default::default()
         }

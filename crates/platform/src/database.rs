@@ -163,6 +163,65 @@ fn is_connection_error(error: &sqlx::Error) -> bool {
         })
 }
 
+/// What a database error means for the work that hit it (MySQL, MariaDB and SQLite alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database serves nothing right now: unreachable, shutting down, out of connections,
+    /// read-only during a failover, disk full, or not the database we expect (credentials,
+    /// missing schema). Work should wait for it, whatever the work is.
+    Outage,
+    /// This piece of work met a passing conflict (deadlock, lock wait timeout): it may pass if
+    /// tried again.
+    Conflict,
+    /// The data itself is refused (too long, out of range, a constraint): it never will pass.
+    Rejected,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies `error`; see [`Failure`].
+pub fn failure(error: &sqlx::Error) -> Failure {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Failure::Outage,
+        sqlx::Error::Database(db) => {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                match mysql.number() {
+                    // access denied (user, database, command), unknown database, shutting down,
+                    // too many connections, disk or table full, missing table or column,
+                    // read-only during a failover, connection killed
+                    1044 | 1045 | 1049 | 1053 | 1040 | 1021 | 1114 | 1142 | 1146 | 1054 | 1290 | 1927 => {
+                        Failure::Outage
+                    }
+                    // lock wait timeout, deadlock, query interrupted
+                    1205 | 1213 | 1317 => Failure::Conflict,
+                    // null in a NOT NULL column, value out of range, data too long, incorrect
+                    // or truncated value, foreign key, check constraint (MySQL, MariaDB)
+                    1048 | 1264 | 1690 | 1406 | 1366 | 1292 | 1451 | 1452 | 3819 | 4025 => Failure::Rejected,
+                    _ => Failure::Other,
+                }
+            } else {
+                crate::sqlite::failure(db.as_ref())
+            }
+        }
+        _ => Failure::Other,
+    }
+}
+
+/// True when work that failed with `error` can never pass as it is.
+pub fn is_rejected(error: &sqlx::Error) -> bool {
+    failure(error) == Failure::Rejected
+}
+
+/// True when the database itself is down for everyone (see [`Failure::Outage`]).
+pub fn is_outage(error: &sqlx::Error) -> bool {
+    failure(error) == Failure::Outage
+}
+
 /// Errors that mean "the database cannot serve this right now, try again" rather than "this
 /// request is wrong": unreachable, overloaded, deadlock, lock wait timeout, failover (MySQL and
 /// SQLite alike).

@@ -1,7 +1,12 @@
 //! HTTP plumbing shared by every service: the error body, the JSON extractor, the operational
 //! endpoints, the middleware stack and a server that shuts down gracefully.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
@@ -12,10 +17,20 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use prometheus_client::registry::Registry;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::Sleep,
+};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -230,11 +245,13 @@ pub fn with_middleware(router: Router, settings: &HttpSettings, http_metrics: Ht
 fn make_span(request: &Request) -> tracing::Span {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or("unmatched");
     let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // Span names group traces: like the metric label, any method outside the standard ones is `other`.
+    let method = metrics::method_label(request.method());
     let span = tracing::info_span!(
         "http_request",
-        otel.name = %format_args!("{} {}", request.method(), route),
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        method = %request.method(),
+        method,
         route,
         request_id,
     );
@@ -245,7 +262,7 @@ fn make_span(request: &Request) -> tracing::Span {
 
 async fn record_metrics(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = metrics::method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let response = next.run(request).await;
     let labels = HttpLabels {
@@ -264,29 +281,34 @@ pub fn request_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Serves `router` on `listener` until `shutdown` is triggered, then lets in-flight requests and
-/// tracked background tasks finish within the grace period.
+/// tracked background tasks finish within the grace period. `http` bounds how long a client may
+/// take to send a request head and how many connections are served at once.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
+    http: &HttpSettings,
     settings: &ShutdownSettings,
 ) -> std::io::Result<()> {
     let stop = shutdown.clone();
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { stop.requested().await }).await
-    });
+    let mut server = tokio::spawn(accept_connections(
+        listener,
+        router,
+        stop,
+        http.header_read_timeout(),
+        http.max_connections,
+    ));
     tokio::select! {
         finished = &mut server => {
-            // The listener failed before any shutdown was asked for.
+            // The accept loop failed before any shutdown was asked for.
             shutdown.trigger();
-            return finished.map_err(std::io::Error::other).and_then(|r| r);
+            return finished.map_err(std::io::Error::other);
         }
         () = shutdown.requested() => {}
     }
     let deadline = Instant::now() + settings.grace_period();
     let result = match tokio::time::timeout_at(deadline.into(), server).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
+        Ok(finished) => finished.map_err(std::io::Error::other),
         Err(_) => {
             tracing::warn!(event = "shutdown_grace_expired", "in-flight requests did not finish in time");
             Ok(())
@@ -299,6 +321,160 @@ pub async fn serve(
     result
 }
 
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) connections until `stop` is triggered, then waits
+/// for the open ones to finish their requests and close.
+async fn accept_connections(
+    listener: TcpListener,
+    router: Router,
+    stop: Shutdown,
+    header_read_timeout: Duration,
+    max_connections: usize,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let service = TowerToHyperService::new(router);
+    let open_connections = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        // Waiting for a free slot before accepting leaves the excess clients in the listen
+        // backlog, where they are served in turn, instead of accepting them only to hang up.
+        let permit = tokio::select! {
+            permit = open_connections.clone().acquire_owned() => {
+                permit.expect("the connection semaphore is never closed")
+            }
+            () = stop.requested() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    pause_after_accept_error(&error, &stop).await;
+                    continue;
+                }
+            },
+            () = stop.requested() => break,
+        };
+        let io = TokioIo::new(ProtocolDetectionDeadline::new(stream, header_read_timeout));
+        let connection =
+            graceful.watch(builder.serve_connection_with_upgrades(io, service.clone()).into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(event = "connection_failed", error = %error, "connection closed on an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// A client that hung up before being accepted concerns only itself. Anything else (out of file
+/// descriptors, most often) may pass once connections close, so accepting resumes after a pause.
+async fn pause_after_accept_error(error: &std::io::Error, stop: &Shutdown) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(event = "accept_failed", error = %error, "cannot accept connections");
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = stop.requested() => {}
+    }
+}
+
+/// The first bytes of a connection tell HTTP/1 from the HTTP/2 preface. hyper-util waits for them
+/// with no time limit, and hyper's header-read timeout only starts once they have come, so a
+/// client that connects and stays silent would hold its connection for ever: this bounds the wait.
+struct ProtocolDetectionDeadline {
+    stream: TcpStream,
+    /// `None` once the protocol is known.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// How many bytes read so far, all matching the HTTP/2 preface.
+    preface_matched: usize,
+}
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl ProtocolDetectionDeadline {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        ProtocolDetectionDeadline {
+            stream,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            preface_matched: 0,
+        }
+    }
+
+    fn note_read(&mut self, bytes: &[u8]) {
+        let end = (self.preface_matched + bytes.len()).min(HTTP2_PREFACE.len());
+        let expected = &HTTP2_PREFACE[self.preface_matched..end];
+        let still_ambiguous = !bytes.is_empty() && bytes.starts_with(expected) && end < HTTP2_PREFACE.len();
+        if still_ambiguous {
+            self.preface_matched = end;
+        } else {
+            self.deadline = None;
+        }
+    }
+}
+
+impl AsyncRead for ProtocolDetectionDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let already_filled = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if this.deadline.is_some() {
+                    this.note_read(&buf.filled()[already_filled..]);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let expired =
+                    this.deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request head in time",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ProtocolDetectionDeadline {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 /// A service's HTTP side: its API plus `/livez`, `/readyz` and `/metrics`, wrapped in the shared
 /// middleware and bound to its port.
 pub struct Server {
@@ -306,6 +482,7 @@ pub struct Server {
     router: Router,
     health: Health,
     shutdown: Shutdown,
+    http: HttpSettings,
     grace: ShutdownSettings,
 }
 
@@ -327,7 +504,7 @@ impl Server {
                 format!("cannot listen on {}:{}: {error}", http.host, http.port),
             )
         })?;
-        Ok(Server { listener, router, health, shutdown: stop, grace: shutdown.clone() })
+        Ok(Server { listener, router, health, shutdown: stop, http: http.clone(), grace: shutdown.clone() })
     }
 
     pub fn port(&self) -> u16 {
@@ -346,7 +523,7 @@ impl Server {
     /// Serves until shutdown is triggered, then lets requests and background work finish within
     /// the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        serve(self.listener, self.router, self.shutdown, &self.grace).await
+        serve(self.listener, self.router, self.shutdown, &self.http, &self.grace).await
     }
 }
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics: one registry per process, typed metric families registered at start-up.
 
+use axum::http::Method;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -27,10 +28,19 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    /// A standard method or `other`: clients may send any token, and each would be a new series.
+    pub method: &'static str,
     /// The route template (`/orders/{id}`), never the raw path, to keep cardinality bounded.
     pub route: String,
     pub status: u16,
+}
+
+const STANDARD_METHODS: [&str; 9] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+
+/// The `method` label of a request: its method if standard, else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    STANDARD_METHODS.into_iter().find(|standard| *standard == method.as_str()).unwrap_or("other")
 }
 
 /// `http_requests_total` and `http_request_duration_seconds`.
@@ -54,5 +64,19 @@ impl HttpMetrics {
             metrics.duration.clone(),
         );
         metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_name_their_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()), "other");
+        // Methods are case-sensitive: `get` is not GET.
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "other");
     }
 }

@@ -16,6 +16,12 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// Larger request bodies are answered 413.
     pub body_limit_bytes: usize,
+    /// A client that has not sent a whole request head after this long, idle keep-alive ones
+    /// included, is disconnected. Keep it above the idle timeout of any proxy in front (60 s for
+    /// most), or the proxy may send a request on a connection just as it closes.
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once; further clients wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl HttpSettings {
@@ -27,12 +33,22 @@ impl HttpSettings {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::invalid("http.request_timeout_ms", "must be greater than 0"));
         }
         if self.body_limit_bytes == 0 {
             return Err(ConfigError::invalid("http.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid("http.header_read_timeout_ms", "must be greater than 0"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid("http.max_connections", "must be greater than 0"));
         }
         Ok(())
     }
@@ -45,6 +61,8 @@ impl Default for HttpSettings {
             port: 8080,
             request_timeout_ms: 10_000,
             body_limit_bytes: 64 * 1024,
+            header_read_timeout_ms: 65_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -113,4 +131,18 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines, for a terminal.
     Text,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_must_be_positive() {
+        assert!(HttpSettings::default().validate().is_ok());
+        let no_time = HttpSettings { header_read_timeout_ms: 0, ..HttpSettings::default() };
+        assert!(no_time.validate().unwrap_err().to_string().contains("http.header_read_timeout_ms"));
+        let no_room = HttpSettings { max_connections: 0, ..HttpSettings::default() };
+        assert!(no_room.validate().unwrap_err().to_string().contains("http.max_connections"));
+    }
 }

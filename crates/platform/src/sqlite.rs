@@ -113,6 +113,22 @@ pub fn is_unavailable(error: &dyn DatabaseError) -> bool {
     matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
 }
 
+/// Classifies an SQLite error (see [`crate::database::Failure`]) by its primary result code.
+pub(crate) fn failure(error: &dyn DatabaseError) -> crate::database::Failure {
+    use crate::database::Failure;
+    let Some(sqlite) = error.try_downcast_ref::<sqlx::sqlite::SqliteError>() else { return Failure::Other };
+    let Some(code) = sqlite.code().and_then(|code| code.parse::<i32>().ok()) else { return Failure::Other };
+    match code & 0xff {
+        // BUSY, LOCKED
+        5 | 6 => Failure::Conflict,
+        // NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN
+        7 | 8 | 10 | 11 | 13 | 14 => Failure::Outage,
+        // TOOBIG, CONSTRAINT, MISMATCH
+        18..=20 => Failure::Rejected,
+        _ => Failure::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

@@ -1,8 +1,16 @@
-//! HTTP plumbing: error bodies, readiness, metrics and graceful shutdown, over a real socket.
+//! HTTP plumbing: error bodies, readiness, metrics, connection limits and graceful shutdown, over
+//! a real socket.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{Router, routing::get, routing::post};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use platform::{
     Health, HttpSettings, JsonBody, Shutdown, ShutdownSettings,
     http::{ops_router, serve, with_middleware},
@@ -11,6 +19,11 @@ use platform::{
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
 
 #[derive(Deserialize)]
 struct Echo {
@@ -20,6 +33,7 @@ struct Echo {
 
 struct Server {
     base: String,
+    address: SocketAddr,
     shutdown: Shutdown,
     health: Health,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -42,15 +56,23 @@ async fn start(settings: HttpSettings) -> Server {
         .merge(ops_router(health.clone(), Arc::new(registry)));
     let app = with_middleware(app, &settings, metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let address = listener.local_addr().unwrap();
+    let base = format!("http://{address}");
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move { serve(listener, app, stop, &ShutdownSettings::default()).await });
-    Server { base, shutdown, health, task }
+    let grace = ShutdownSettings::default();
+    let task = tokio::spawn(async move { serve(listener, app, stop, &settings, &grace).await });
+    Server { base, address, shutdown, health, task }
 }
 
 fn settings() -> HttpSettings {
-    HttpSettings { host: "127.0.0.1".into(), port: 0, request_timeout_ms: 300, body_limit_bytes: 1024 }
+    HttpSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        request_timeout_ms: 300,
+        body_limit_bytes: 1024,
+        ..HttpSettings::default()
+    }
 }
 
 #[tokio::test]
@@ -190,4 +212,134 @@ async fn shutdown_lets_in_flight_requests_finish() {
         reqwest::get(format!("{}/livez", server.base)).await.is_err(),
         "no new connections after shutdown"
     );
+}
+
+#[tokio::test]
+async fn a_nonstandard_method_is_counted_as_other() {
+    let server = start(settings()).await;
+    let client = reqwest::Client::new();
+    let custom = reqwest::Method::from_bytes(b"FOO").unwrap();
+    let response = client.request(custom, format!("{}/livez", server.base)).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+
+    let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"http_requests_total{method="other",route="/livez",status="405"} 1"#), "{text}");
+    assert!(!text.contains("FOO"), "a client's method never becomes a label: {text}");
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+const LIVEZ_REQUEST: &[u8] = b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// Reads up to the end of a response head.
+async fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut chunk = [0; 1024];
+    while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = stream.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "connection closed after {:?}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Asserts that the server hangs up on `stream` within 2 s without answering.
+async fn assert_hung_up_on(stream: &mut TcpStream) {
+    let mut received = Vec::new();
+    let read = timeout(Duration::from_secs(2), stream.read_to_end(&mut received))
+        .await
+        .expect("the server hangs up within 2 s");
+    if let Err(error) = read {
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    }
+    assert!(received.is_empty(), "no answer, only a hang-up: {:?}", String::from_utf8_lossy(&received));
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_line_is_disconnected() {
+    let server = start(HttpSettings { header_read_timeout_ms: 300, ..settings() }).await;
+    let mut client = TcpStream::connect(server.address).await.unwrap();
+    client.write_all(b"GET /livez HT").await.unwrap();
+    let sent = Instant::now();
+
+    assert_hung_up_on(&mut client).await;
+    assert!(sent.elapsed() >= Duration::from_millis(250), "held until the timeout: {:?}", sent.elapsed());
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn silent_clients_and_those_stalled_in_the_http2_preface_are_disconnected() {
+    let server = start(HttpSettings { header_read_timeout_ms: 300, ..settings() }).await;
+    let mut silent = TcpStream::connect(server.address).await.unwrap();
+    let mut stalled = TcpStream::connect(server.address).await.unwrap();
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+
+    assert_hung_up_on(&mut silent).await;
+    assert_hung_up_on(&mut stalled).await;
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_header_read_timeout_spares_requests_already_received() {
+    let server =
+        start(HttpSettings { header_read_timeout_ms: 300, request_timeout_ms: 5_000, ..settings() }).await;
+    let response = reqwest::get(format!("{}/slow", server.base)).await.unwrap();
+    assert_eq!(response.status(), 200, "a handler slower than the header-read timeout completes");
+    assert_eq!(response.text().await.unwrap(), "done");
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_one_to_close() {
+    let server = start(HttpSettings { max_connections: 2, ..settings() }).await;
+    let mut first = TcpStream::connect(server.address).await.unwrap();
+    let mut second = TcpStream::connect(server.address).await.unwrap();
+    for connection in [&mut first, &mut second] {
+        connection.write_all(LIVEZ_REQUEST).await.unwrap();
+        assert!(read_response_head(connection).await.starts_with("HTTP/1.1 200"));
+    }
+
+    // Both stay open, idle; the kernel completes the third handshake but the server does not
+    // accept it yet.
+    let mut third = TcpStream::connect(server.address).await.unwrap();
+    third.write_all(LIVEZ_REQUEST).await.unwrap();
+    let mut byte = [0; 1];
+    assert!(
+        timeout(Duration::from_millis(500), third.read(&mut byte)).await.is_err(),
+        "no answer while the limit is reached"
+    );
+
+    drop(first);
+    let head = timeout(Duration::from_secs(2), read_response_head(&mut third))
+        .await
+        .expect("answered once a connection closes");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let server = start(settings()).await;
+    let stream = TcpStream::connect(server.address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+
+    let request = hyper::Request::get(format!("{}/livez", server.base)).body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+
+    drop(sender);
+    server.shutdown.trigger();
+    server.task.await.unwrap().unwrap();
 }

@@ -22,9 +22,9 @@ use crate::{SERVICES, ServiceProcess, WebhookReceiver};
 const TEST_WEBHOOK_SECRET: &str = "chart-contract-webhook-secret";
 /// The consumer queues, each also named by an `ORDERFLOW_*` setting.
 const QUEUES: [(&str, &str); 3] = [
-    ("ORDERFLOW_ORDERS__PROCESSED_QUEUE", "orders.processed"),
-    ("ORDERFLOW_ANALYTICS__QUEUE", "analytics.orders"),
-    ("ORDERFLOW_NOTIFICATIONS__QUEUE", "notifications.orders"),
+    ("ORDERFLOW_QUEUES__ORDER_PROCESSED", "orders.processed"),
+    ("ORDERFLOW_QUEUES__ANALYTICS", "analytics.orders"),
+    ("ORDERFLOW_QUEUES__NOTIFICATIONS", "notifications.orders"),
 ];
 
 pub fn workspace_root() -> PathBuf {

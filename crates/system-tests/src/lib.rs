@@ -24,11 +24,9 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use hmac::{Hmac, Mac};
 use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
 use serde_json::Value;
-use sha2::Sha256;
-use test_support::{TestDatabase, eventually, unique_name};
+use test_support::{FaultProxy, TestDatabase, eventually, host_port, unique_name};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -217,16 +215,57 @@ async fn record(
         return (StatusCode::SERVICE_UNAVAILABLE, "refused");
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let mut mac = Hmac::<Sha256>::new_from_slice(receiver.secret.as_bytes()).expect("any key length");
-    mac.update(&body);
-    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let signature_valid = notification_worker::channel::webhook::verify_signature(
+        receiver.secret.as_bytes(),
+        &header("x-orderflow-signature"),
+        &body,
+        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        notification_worker::channel::webhook::DEFAULT_TOLERANCE,
+    )
+    .is_ok();
     receiver.calls.lock().unwrap().push(WebhookCall {
         event_id: header("x-orderflow-event-id"),
         event_type: header("x-orderflow-event-type"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        signature_valid: header("x-orderflow-signature") == format!("sha256={expected}"),
+        signature_valid,
     });
     (StatusCode::OK, "ok")
+}
+
+/// How a test wants the system started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The broker to use (e.g. through a fault proxy); the test broker when `None`.
+    pub amqp_url: Option<String>,
+    /// Start analytics-service with the others (a test may start it later).
+    pub analytics: bool,
+    /// Route each database and Redis through a [`Faults`] proxy the test can cut.
+    pub faults: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { amqp_url: None, analytics: true, faults: false }
+    }
+}
+
+/// Proxies between the services and their servers, to cut one of them.
+pub struct Faults {
+    pub order_db: FaultProxy,
+    pub analytics_db: FaultProxy,
+    pub redis: FaultProxy,
+}
+
+impl Faults {
+    async fn start() -> Faults {
+        let mysql = host_port(&test_support::mysql_admin_url(), 3306);
+        Faults {
+            order_db: FaultProxy::start(mysql.clone()).await.expect("order database proxy"),
+            analytics_db: FaultProxy::start(mysql).await.expect("analytics database proxy"),
+            redis: FaultProxy::start(host_port(&test_support::redis_url(), 6379)).await.expect("redis proxy"),
+        }
+    }
 }
 
 /// The three services running against isolated namespaces on the shared servers.
@@ -241,11 +280,24 @@ pub struct System {
     pub client: reqwest::Client,
     order_db: TestDatabase,
     analytics_db: TestDatabase,
+    /// Present when started with [`Options::faults`].
+    pub faults: Option<Faults>,
 }
 
 impl System {
     /// Starts the three services; `amqp_url` lets a test route them through a fault proxy.
     pub async fn start(amqp_url: Option<String>) -> System {
+        Self::start_with(Options { amqp_url, ..Options::default() }).await
+    }
+
+    /// Starts the services as `options` say.
+    pub async fn start_with(options: Options) -> System {
+        let Options { amqp_url, analytics: start_analytics, faults } = options;
+        let faults = if faults { Some(Faults::start().await) } else { None };
+        let redis_url = match &faults {
+            Some(faults) => format!("redis://127.0.0.1:{}", faults.redis.port()),
+            None => test_support::redis_url(),
+        };
         let name = unique_name();
         let order_db = TestDatabase::create().await.expect("order database");
         let analytics_db = TestDatabase::create().await.expect("analytics database");
@@ -255,7 +307,7 @@ impl System {
             ("ORDERFLOW_HTTP__HOST", "127.0.0.1".to_owned()),
             ("LOG_LEVEL", "info,lapin=off,sqlx=warn".to_owned()),
             ("SHUTDOWN_GRACE_PERIOD_SECONDS", "10".to_owned()),
-            ("REDIS_URL", test_support::redis_url()),
+            ("REDIS_URL", redis_url),
             ("ORDERFLOW_REDIS__KEY_PREFIX", format!("{name}:")),
             ("RABBITMQ_URL", amqp_url.unwrap_or_else(test_support::amqp_url)),
             ("ORDERFLOW_RABBITMQ__EXCHANGE", format!("{name}.orders")),
@@ -264,9 +316,9 @@ impl System {
             ("ORDERFLOW_OUTBOX__POLL_INTERVAL_MS", "200".to_owned()),
             ("ORDERFLOW_OUTBOX__RETRY_BASE_MS", "200".to_owned()),
             ("ORDERFLOW_OUTBOX__RETRY_MAX_MS", "1000".to_owned()),
-            ("ORDERFLOW_ORDERS__PROCESSED_QUEUE", format!("{name}.orders.processed")),
-            ("ORDERFLOW_ANALYTICS__QUEUE", format!("{name}.analytics.orders")),
-            ("ORDERFLOW_NOTIFICATIONS__QUEUE", format!("{name}.notifications.orders")),
+            ("ORDERFLOW_QUEUES__ORDER_PROCESSED", format!("{name}.orders.processed")),
+            ("ORDERFLOW_QUEUES__ANALYTICS", format!("{name}.analytics.orders")),
+            ("ORDERFLOW_QUEUES__NOTIFICATIONS", format!("{name}.notifications.orders")),
             ("NOTIFY_CHANNELS", "log,webhook".to_owned()),
             ("WEBHOOK_URL", webhook_url),
             ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
@@ -275,22 +327,28 @@ impl System {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
 
-        let order = ServiceProcess::start("order-service", &with_database(&env, &order_db)).await;
-        let analytics = ServiceProcess::start("analytics-service", &with_database(&env, &analytics_db)).await;
+        let order_env = with_database(&env, &order_db, faults.as_ref().map(|f| &f.order_db));
+        let order = ServiceProcess::start("order-service", &order_env).await;
         let notifications = ServiceProcess::start("notification-worker", &env).await;
-        let system = System {
+        let mut system = System {
             name,
             env,
             order,
-            analytics: Some(analytics),
+            analytics: None,
             notifications,
             webhook,
             client: reqwest::Client::new(),
             order_db,
             analytics_db,
+            faults,
         };
+        if start_analytics {
+            system.start_analytics().await;
+        }
         for queue in ["orders.processed", "analytics.orders", "notifications.orders"] {
-            test_support::wait_for_consumer(&system.queue(queue), Duration::from_secs(30)).await;
+            if queue != "analytics.orders" || start_analytics {
+                test_support::wait_for_consumer(&system.queue(queue), Duration::from_secs(30)).await;
+            }
         }
         system
     }
@@ -317,7 +375,7 @@ impl System {
     }
 
     pub fn analytics_env(&self) -> BTreeMap<String, String> {
-        with_database(&self.env, &self.analytics_db)
+        with_database(&self.env, &self.analytics_db, self.faults.as_ref().map(|f| &f.analytics_db))
     }
 
     pub fn order_db_url(&self) -> String {
@@ -377,9 +435,18 @@ impl System {
     }
 }
 
-fn with_database(env: &BTreeMap<String, String>, database: &TestDatabase) -> BTreeMap<String, String> {
+/// `env` with the service's database, reached through `proxy` when given.
+fn with_database(
+    env: &BTreeMap<String, String>,
+    database: &TestDatabase,
+    proxy: Option<&FaultProxy>,
+) -> BTreeMap<String, String> {
     let mut env = env.clone();
-    env.insert("DATABASE_URL".into(), database.url());
+    let url = match proxy {
+        Some(proxy) => format!("mysql://root@127.0.0.1:{}/{}", proxy.port(), database.name),
+        None => database.url(),
+    };
+    env.insert("DATABASE_URL".into(), url);
     env
 }
 

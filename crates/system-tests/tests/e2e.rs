@@ -3,7 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use serde_json::{Value, json};
-use system_tests::{System, cents_text, order, sum_cents};
+use system_tests::{Options, System, cents_text, order, sum_cents};
 use test_support::{FaultProxy, TestPublisher, eventually, host_port};
 
 const QUIET: Duration = Duration::from_secs(60);
@@ -204,5 +204,91 @@ async fn killing_analytics_mid_stream_loses_and_double_counts_nothing() {
     analytics_db.close().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(system.summary().await["total_orders"], 120, "and nothing more arrives later");
+    system.cleanup().await;
+}
+
+#[tokio::test]
+async fn orders_accepted_before_analytics_first_starts_are_all_counted() {
+    // A fresh install where analytics-service comes up last: its queue must already exist.
+    let mut system = System::start_with(Options { analytics: false, ..Options::default() }).await;
+    let mut ids = Vec::new();
+    let mut amounts = Vec::new();
+    for i in 0..100 {
+        let amount = format!("{}.{:02}", i % 20 + 1, i % 100);
+        let (status, created) = system.post_order(&order("early", "p", 1, &amount), &[]).await;
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        amounts.push(amount);
+    }
+    // Every OrderCreated is out (notified) before analytics exists.
+    wait_notifications(&system, 100).await;
+    system.start_analytics().await;
+    let summary = system.wait_for_summary(100, QUIET).await;
+    assert_eq!(summary["total_revenue"].to_string(), cents_text(sum_cents(&amounts)));
+    wait_all_processed(&system, &ids).await;
+    wait_notifications(&system, 200).await;
+    system.cleanup().await;
+}
+
+#[tokio::test]
+async fn outages_longer_than_every_retry_pause_the_consumers_and_lose_nothing() {
+    let system = System::start_with(Options { faults: true, ..Options::default() }).await;
+    let faults = system.faults.as_ref().expect("fault proxies");
+    let mut ids = Vec::new();
+    let mut amounts = Vec::new();
+    let mut post = async |i: usize| {
+        let amount = format!("{}.{:02}", i % 40 + 1, i % 100);
+        let (status, created) = system.post_order(&order(&format!("o{}", i % 9), "p", 1, &amount), &[]).await;
+        assert_eq!(status, 201, "orders are accepted throughout: {created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        amounts.push(amount);
+    };
+    // The retry schedule is 0.2 + 0.5 + 1 + 2 s; each outage lasts about three times as long.
+    let outage = Duration::from_secs(11);
+    let mut i = 0;
+    for phase in 0..3 {
+        match phase {
+            // analytics' database and Redis (the worker's deduplication store, the caches) down
+            1 => {
+                faults.analytics_db.cut();
+                faults.redis.cut();
+            }
+            // order-service's database down: nothing to post meanwhile, OrderProcessed waits
+            2 => faults.order_db.cut(),
+            _ => {}
+        }
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < outage {
+            if phase != 2 {
+                post(i).await;
+                i += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if phase == 1 {
+            let ready = system.get(system.analytics().url("/readyz")).await;
+            assert_eq!(ready["checks"]["consumer"]["status"], "down", "{ready}");
+            let ready = system.get(system.notifications.url("/readyz")).await;
+            assert_eq!(ready["checks"]["consumer"]["status"], "down", "{ready}");
+        }
+        faults.analytics_db.restore();
+        faults.redis.restore();
+        faults.order_db.restore();
+    }
+    let count = ids.len();
+    let summary = system.wait_for_summary(count as u64, QUIET).await;
+    assert_eq!(summary["total_revenue"].to_string(), cents_text(sum_cents(&amounts)));
+    wait_all_processed(&system, &ids).await;
+    wait_notifications(&system, 2 * count).await;
+    for service in [&system.order, system.analytics(), &system.notifications] {
+        let metrics = system.client.get(service.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            test_support::metric_sum(&metrics, "messages_dead_lettered_total", ""),
+            0.0,
+            "{}",
+            service.name
+        );
+        assert_eq!(test_support::metric_sum(&metrics, "messages_retried_total", ""), 0.0, "{}", service.name);
+    }
     system.cleanup().await;
 }

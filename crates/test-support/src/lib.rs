@@ -1,8 +1,8 @@
 //! Test helpers. Every test run isolates itself on the shared servers: its own MySQL database, its
 //! own RabbitMQ exchange and queue names, its own Redis key prefix, all removed afterwards.
 //!
-//! Servers default to the local ones and can be moved with `TEST_MYSQL_URL` (admin rights),
-//! `TEST_REDIS_URL` and `TEST_AMQP_URL`.
+//! Servers default to the local ones (RabbitMQ: the 4.x node on :5673) and can be moved with
+//! `TEST_MYSQL_URL` (admin rights), `TEST_REDIS_URL` and `TEST_AMQP_URL`.
 
 mod listener;
 mod proxy;
@@ -42,8 +42,10 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The broker the suites run against: by default the RabbitMQ 4 node `make servers` starts on
+/// :5673, the series the chart deploys.
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5673/%2f".into())
 }
 
 /// `host:port` of a server URL, for pointing a [`FaultProxy`] at it.
@@ -59,6 +61,16 @@ pub fn unique_name() -> String {
     let seconds = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{TEST_PREFIX}_{seconds}_{}", &random[..10])
+}
+
+/// The system's queues under names only this test run uses (`<name>.analytics.orders`, …).
+pub fn isolated_queues(name: &str) -> contracts::Queues {
+    let defaults = contracts::Queues::default();
+    contracts::Queues {
+        analytics: format!("{name}.{}", defaults.analytics),
+        notifications: format!("{name}.{}", defaults.notifications),
+        order_processed: format!("{name}.{}", defaults.order_processed),
+    }
 }
 
 /// A MySQL database that exists for one test.

@@ -5,7 +5,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use messaging::OutgoingMessage;
+use messaging::{HandleError, OutgoingMessage};
 
 use crate::domain::{Bucket, CustomerTotal, Interval, OrderFact, ProductTotal, Ranking, Summary};
 
@@ -27,29 +27,46 @@ pub struct Applied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Unreachable, overloaded, deadlock, or another consumer counted one of these events at the
-    /// same moment: trying again later will work.
+    /// The database serves nothing right now (unreachable, out of connections, failing over):
+    /// wait for it.
     #[error("analytics database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] sqlx::Error),
+    /// A passing conflict (deadlock, lock timeout), or another consumer counted one of these
+    /// events at the same moment: trying again will work (and then see a duplicate).
+    #[error("analytics database conflict: {0}")]
+    Conflict(#[source] sqlx::Error),
+    /// The database refused the data (too long, out of range): it never will take it.
+    #[error("analytics database refused the data: {0}")]
+    Rejected(#[source] sqlx::Error),
     #[error("analytics database error: {0}")]
-    Database(sqlx::Error),
+    Database(#[source] sqlx::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if is_transient(&error) {
-            StoreError::Unavailable(error.to_string())
-        } else {
-            StoreError::Database(error)
+        use platform::database::Failure;
+        if error.as_database_error().is_some_and(|db| db.is_unique_violation()) {
+            return StoreError::Conflict(error);
+        }
+        match platform::database::failure(&error) {
+            Failure::Outage => StoreError::Unavailable(error),
+            Failure::Conflict => StoreError::Conflict(error),
+            Failure::Rejected => StoreError::Rejected(error),
+            Failure::Other => StoreError::Database(error),
         }
     }
 }
 
-/// Transient database errors, and a unique violation: another consumer recorded one of the
-/// batch's events at the same moment, so the batch is retried and then seen as a duplicate.
-fn is_transient(error: &sqlx::Error) -> bool {
-    platform::database::is_transient(error)
-        || error.as_database_error().is_some_and(|db| db.is_unique_violation())
+impl StoreError {
+    /// What a consumer does about it: wait out an outage, retry a conflict or an unknown error
+    /// later, park what the database refuses.
+    pub fn into_handle_error(self) -> HandleError {
+        match self {
+            StoreError::Unavailable(_) => HandleError::Unavailable(self.to_string()),
+            StoreError::Conflict(_) | StoreError::Database(_) => HandleError::Transient(self.to_string()),
+            StoreError::Rejected(_) => HandleError::Permanent(self.to_string()),
+        }
+    }
 }
 
 #[async_trait]

@@ -131,7 +131,7 @@ impl TestApp {
         settings.rabbitmq.url = Some(test_support::amqp_url());
         settings.rabbitmq.exchange = format!("{name}.orders");
         settings.rabbitmq.retry_delays_ms = vec![100, 200];
-        settings.analytics.queue = format!("{name}.analytics.orders");
+        settings.queues = test_support::isolated_queues(&name);
         adjust(&mut settings);
 
         let application = Application::build(settings.clone()).await.expect("build analytics-service");
@@ -139,7 +139,7 @@ impl TestApp {
         let isolation =
             Isolation::Real { database, publisher: Box::new(publisher), extra_queues: Vec::new() };
         let app = Self::run(Backend::Real, name, settings, application, isolation);
-        test_support::wait_for_consumer(&app.settings.analytics.queue, Duration::from_secs(20)).await;
+        test_support::wait_for_consumer(&app.settings.queues.analytics, Duration::from_secs(20)).await;
         app
     }
 
@@ -265,11 +265,7 @@ impl TestApp {
                 let (events, received) = mpsc::unbounded_channel();
                 let connection = bus.connect(MessagingMetrics::unregistered(), listeners.clone());
                 connection
-                    .subscribe(Subscription {
-                        queue,
-                        routing_keys: vec![routing_key.to_owned()],
-                        handler: Arc::new(Recorder { events }),
-                    })
+                    .subscribe(Subscription::new(queue, &[routing_key], Arc::new(Recorder { events })))
                     .await
                     .expect("subscribe a listener");
                 Listener::Bus(received)
@@ -279,7 +275,7 @@ impl TestApp {
 
     /// Runs `parked list|replay` on the service's queue, as an operator would.
     pub async fn parked(&self, command: ParkedCommand) -> Value {
-        let queue = &self.settings.analytics.queue;
+        let queue = &self.settings.queues.analytics;
         match &self.isolation {
             Isolation::Real { .. } => {
                 command.execute(self.settings.rabbitmq.clone(), queue).await.expect("parked command")
@@ -290,7 +286,7 @@ impl TestApp {
 
     /// Messages ready in the service's queue, and messages parked.
     pub async fn queue_depths(&self) -> (u32, u32) {
-        let queue = &self.settings.analytics.queue;
+        let queue = &self.settings.queues.analytics;
         match &self.isolation {
             Isolation::Real { .. } => {
                 let listed = self.parked(ParkedCommand::List { limit: 1 }).await;
@@ -317,7 +313,9 @@ impl TestApp {
             Isolation::Real { database, publisher, extra_queues } => {
                 drop(publisher);
                 let mut queues = extra_queues;
-                queues.extend(QueueNames::new(&self.settings.analytics.queue, &self.settings.rabbitmq).all());
+                for binding in self.settings.queues.bindings() {
+                    queues.extend(QueueNames::new(&binding.queue, &self.settings.rabbitmq).all());
+                }
                 let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
                 let _ = test_support::delete_amqp(&queues, &exchanges).await;
                 let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;

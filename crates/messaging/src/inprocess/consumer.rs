@@ -1,28 +1,21 @@
-//! One queue's consumer: batches of what has arrived, and the decision for each delivery (ack,
-//! delayed retry, or parking), exactly as the RabbitMQ consumer decides; plus the replayer that
-//! brings replayed parked messages back to it.
+//! One queue's consumer: batches of what has arrived, handled by the pipeline the RabbitMQ
+//! consumer shares (ack, delayed retry, parking, pauses while a dependency is down); plus the
+//! replayer that brings replayed parked messages back to it.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Instant,
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{Hub, Pending, Queue, parked::Replay};
-use crate::{
-    Delivery, EventHandler, HandleError, Handled, MessagingMetrics,
-    metrics::{DeadLetterLabels, OutcomeLabels, QueueLabels},
-};
+use crate::consume::{Action, Handling, Pipeline};
 use platform::Shutdown;
 
 pub(super) struct Consumer {
     pub queue: Arc<Queue>,
-    pub handler: Arc<dyn EventHandler>,
+    pub pipeline: Pipeline,
     pub hub: Arc<Hub>,
-    pub metrics: MessagingMetrics,
     pub shutdown: Shutdown,
 }
 
@@ -62,27 +55,22 @@ impl Consumer {
         info!(event = "consumer_stopped", queue = %self.queue.name, "consumer stopped");
     }
 
-    /// Hands `batch` to the handler, then settles every delivery.
+    /// Hands `batch` to the pipeline, then settles every delivery. Interrupted (shutdown while
+    /// paused), the batch is dropped unconfirmed, like what is still queued.
     async fn process(&self, batch: Vec<Pending>) {
-        let deliveries: Vec<Delivery> = batch.iter().map(|pending| pending.delivery.clone()).collect();
-        let started = Instant::now();
-        let outcomes = self.handle(&deliveries).await;
-        self.metrics
-            .processing_duration
-            .get_or_create(&QueueLabels { queue: self.queue.name.clone() })
-            .observe(started.elapsed().as_secs_f64());
-        for (pending, outcome) in batch.into_iter().zip(outcomes) {
-            self.settle(pending, outcome).await;
+        let deliveries: Vec<_> = batch.iter().map(|pending| pending.delivery.clone()).collect();
+        let Handling::Done(actions) = self.pipeline.handle(&deliveries, self.shutdown.requested()).await
+        else {
+            return;
+        };
+        for (pending, action) in batch.into_iter().zip(actions) {
+            self.settle(pending, action).await;
         }
     }
 
-    async fn handle(&self, deliveries: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        crate::bus::handle_guarded(self.handler.as_ref(), &self.queue.name, deliveries).await
-    }
-
-    async fn settle(&self, pending: Pending, outcome: Result<Handled, HandleError>) {
-        match outcome {
-            Ok(handled) => {
+    async fn settle(&self, pending: Pending, action: Action) {
+        match action {
+            Action::Ack { .. } => {
                 if let Some(id) = pending.replay_of
                     && let Err(error) = self.hub.parked.remove(id).await
                 {
@@ -90,32 +78,33 @@ impl Consumer {
                     let _ = pending.reply.send(Err(format!("cannot unpark message {id}: {error}")));
                     return;
                 }
-                self.count(if handled == Handled::Processed { "ack" } else { "duplicate" });
+                self.pipeline.settled(&pending.delivery, &action);
                 let _ = pending.reply.send(Ok(()));
             }
-            Err(HandleError::Permanent(reason)) => self.park(pending, reason, "permanent").await,
-            Err(HandleError::Transient(reason)) => {
-                // Attempt n (1-based) waits the n-th delay, as in the broker's n-th retry queue.
-                let retry = usize::try_from(pending.delivery.attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-                match self.hub.settings.retry_delays().get(retry) {
-                    Some(&delay) => {
-                        warn!(
-                            event = "delivery_retry",
-                            queue = %self.queue.name,
-                            message_id = pending.delivery.message_id.as_deref().unwrap_or_default(),
-                            attempt = pending.delivery.attempt,
-                            reason = %reason,
-                            "delivery failed, retrying later"
-                        );
-                        self.metrics
-                            .retried
-                            .get_or_create(&QueueLabels { queue: self.queue.name.clone() })
-                            .inc();
-                        self.count("retry");
-                        self.retry_later(pending, delay);
+            Action::Retry { retry_queue } => {
+                let delay = self.hub.settings.retry_delays()[retry_queue];
+                self.pipeline.settled(&pending.delivery, &action);
+                self.retry_later(pending, delay);
+            }
+            Action::Park { ref reason, .. } => {
+                let stored = match pending.replay_of {
+                    Some(id) => self.hub.parked.park_again(id, reason).await,
+                    None => self.hub.parked.park(&self.queue.name, &pending.delivery, reason).await,
+                };
+                match stored {
+                    Ok(()) => {
+                        self.pipeline.settled(&pending.delivery, &action);
+                        let _ = pending.reply.send(Ok(()));
                     }
-                    None => self.park(pending, reason, "retries_exhausted").await,
+                    Err(error) => {
+                        error!(event = "park_failed", queue = %self.queue.name, error = %error, "cannot park a delivery; it stays unconfirmed");
+                        let _ = pending.reply.send(Err(format!("cannot park the message: {error}")));
+                    }
                 }
+            }
+            Action::Requeue => {
+                self.pipeline.settled(&pending.delivery, &action);
+                self.queue.send(pending);
             }
         }
     }
@@ -134,40 +123,6 @@ impl Consumer {
                 () = shutdown.requested() => {}
             }
         });
-    }
-
-    /// Stores `pending` in the dead-letter store; confirmed only once it is stored.
-    async fn park(&self, pending: Pending, reason: String, label: &'static str) {
-        warn!(
-            event = "delivery_dead_lettered",
-            queue = %self.queue.name,
-            message_id = pending.delivery.message_id.as_deref().unwrap_or_default(),
-            reason = %reason,
-            kind = label,
-            "parking the delivery in the dead-letter queue"
-        );
-        let stored = match pending.replay_of {
-            Some(id) => self.hub.parked.park_again(id, &reason).await,
-            None => self.hub.parked.park(&self.queue.name, &pending.delivery, &reason).await,
-        };
-        match stored {
-            Ok(()) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&DeadLetterLabels { queue: self.queue.name.clone(), reason: label })
-                    .inc();
-                self.count("dead_lettered");
-                let _ = pending.reply.send(Ok(()));
-            }
-            Err(error) => {
-                error!(event = "park_failed", queue = %self.queue.name, error = %error, "cannot park a delivery; it stays unconfirmed");
-                let _ = pending.reply.send(Err(format!("cannot park the message: {error}")));
-            }
-        }
-    }
-
-    fn count(&self, outcome: &'static str) {
-        self.metrics.consumed.get_or_create(&OutcomeLabels { queue: self.queue.name.clone(), outcome }).inc();
     }
 
     /// Delivers replayed parked messages, oldest first: when asked, and on a poll for replays asked

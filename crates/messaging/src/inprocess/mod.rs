@@ -356,12 +356,19 @@ impl EventBus for InProcessBus {
             }
             queues.push(queue.clone());
         }
-        self.metrics.init_queue(&queue.name);
+        let pipeline = crate::consume::Pipeline::new(
+            &queue.name,
+            subscription.handler,
+            self.hub.settings.retry_delays_ms.len(),
+            self.metrics.clone(),
+            subscription.readiness,
+            // Nothing here closes a consumer that holds deliveries for long.
+            None,
+        );
         let consumer = consumer::Consumer {
             queue: queue.clone(),
-            handler: subscription.handler,
+            pipeline,
             hub: self.hub.clone(),
-            metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
         };
         consumer.start(receiver);

@@ -102,11 +102,7 @@ impl EventHandler for Recorder {
 }
 
 fn subscription(queue: &str, keys: &[&str], handler: Arc<dyn EventHandler>) -> Subscription {
-    Subscription {
-        queue: queue.into(),
-        routing_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-        handler,
-    }
+    Subscription::new(queue, keys, handler)
 }
 
 fn consumed(metrics: &MessagingMetrics, queue: &str, outcome: &'static str) -> u64 {
@@ -368,4 +364,43 @@ fn settings_are_checked() {
     }
     let from_env: InProcessSettings = serde_json::from_str(r#"{"retry_delays_ms": "50, 250"}"#).unwrap();
     assert_eq!(from_env.retry_delays_ms, vec![50, 250]);
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_every_retry_pauses_the_consumer_and_parks_nothing() {
+    let (bus, _store, metrics) = bus().await;
+    let unavailable = || Err(HandleError::Unavailable("database unreachable".into()));
+    // Three unavailable answers: the pause (0.25 + 0.5 + 1 s) outlasts the retry schedule (20 +
+    // 40 ms) many times.
+    let recorder = Recorder::failing("during outage", (0..3).map(|_| unavailable()).collect());
+    let readiness = platform::Health::new(&mut prometheus_client::registry::Registry::default())
+        .add_status("consumer", false);
+    bus.subscribe(
+        subscription("analytics", &["order.created"], recorder.clone()).with_readiness(readiness.clone()),
+    )
+    .await
+    .unwrap();
+
+    let publishing = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.publish(&[message("order.created", "during outage")]).await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while readiness.is_up() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the consumer pauses");
+    let paused =
+        metrics.paused.get_or_create(&crate::metrics::QueueLabels { queue: "analytics".into() }).get();
+    assert_eq!(paused, 1);
+
+    assert_eq!(publishing.await.unwrap(), vec![Ok(())], "confirmed once the dependency is back");
+    assert!(readiness.is_up());
+    assert_eq!(recorder.deliveries().len(), 4);
+    assert!(recorder.deliveries().iter().all(|delivery| delivery.attempt == 1), "no attempt was spent");
+    assert_eq!(consumed(&metrics, "analytics", "ack"), 1);
+    assert_eq!(consumed(&metrics, "analytics", "retry"), 0);
+    assert!(bus.list_parked("analytics", 10).await.unwrap().is_empty());
 }

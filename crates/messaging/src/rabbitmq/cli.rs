@@ -49,8 +49,9 @@ impl ParkedCommand {
     pub async fn execute(self, settings: RabbitSettings, queue: &str) -> Result<Value, String> {
         let shutdown = Shutdown::new();
         let status = Health::new(&mut Default::default()).add_status("rabbitmq", true);
-        let rabbit = RabbitMq::new(settings, status, MessagingMetrics::unregistered(), shutdown.clone())
-            .map_err(|e| e.to_string())?;
+        let rabbit =
+            RabbitMq::new(settings, Vec::new(), status, MessagingMetrics::unregistered(), shutdown.clone())
+                .map_err(|e| e.to_string())?;
         let result = self.run(&rabbit, queue).await.map_err(|e| e.to_string());
         shutdown.trigger();
         shutdown.wait_for_tasks(std::time::Duration::from_secs(5)).await;

@@ -1,10 +1,13 @@
-//! One consumer: its own channel, batches of whatever has arrived, and the decision for each
-//! delivery (ack, delayed retry, or parking in the dead-letter queue).
+//! One consumer: its own channel, batches of whatever has arrived, the shared pipeline's decision
+//! for each delivery, and the broker side of it: acks, retry and dead-letter copies, and copies
+//! back into the queue for deliveries handed back unhandled.
+//!
+//! Handing back is done by publishing a copy and acknowledging the original, never by a requeue:
+//! RabbitMQ counts every requeue, and every delivery returned by a closing channel, towards the
+//! queue's delivery limit (and RabbitMQ 4 gives quorum queues a limit by default), so restarts and
+//! outages would otherwise park healthy messages.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt, future::join_all};
 use lapin::{
@@ -26,12 +29,12 @@ use super::{
     topology::{self, QueueNames, short},
 };
 use crate::{
-    Delivery, HandleError, Handled, Subscription,
-    metrics::{DeadLetterLabels, OutcomeLabels, QueueLabels},
+    Delivery, Subscription,
+    consume::{Action, Handling, Pipeline},
 };
 
-/// Pause before requeueing deliveries whose retry or dead-letter copy could not be published, so
-/// that a broker in trouble is not hammered; the queue's delivery limit bounds the repetitions.
+/// Pause before requeueing deliveries whose copy could not be published, so that a broker in
+/// trouble is not hammered; the queue's delivery limit bounds the repetitions.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +54,6 @@ pub(crate) fn start(
     session: &Arc<Session>,
     subscription: Subscription,
 ) -> oneshot::Receiver<()> {
-    shared.metrics.init_queue(&subscription.queue);
     let (started, started_receiver) = oneshot::channel();
     let task = shared.shutdown.spawn(run(shared.clone(), session.clone(), subscription, started));
     session.add_consumer(task);
@@ -65,12 +67,16 @@ async fn run(
     started: oneshot::Sender<()>,
 ) {
     let queue = subscription.queue.clone();
-    let consumer = QueueConsumer {
-        queues: QueueNames::new(&subscription.queue, &shared.settings),
-        shared,
-        session,
-        subscription,
-    };
+    let queues = QueueNames::new(&subscription.queue, &shared.settings);
+    let pipeline = Pipeline::new(
+        &subscription.queue,
+        subscription.handler.clone(),
+        queues.retries.len(),
+        shared.metrics.clone(),
+        subscription.readiness.clone(),
+        Some(shared.settings.paused_hold()),
+    );
+    let consumer = QueueConsumer { queues, shared, session, subscription, pipeline };
     if let Err(error) = consumer.run(started).await {
         // After shutdown or a loss, errors are the expected echo of the closing connection.
         if !consumer.session.is_lost() && !consumer.shared.shutdown.is_triggered() {
@@ -84,13 +90,7 @@ struct QueueConsumer {
     session: Arc<Session>,
     subscription: Subscription,
     queues: QueueNames,
-}
-
-/// What to do with one delivery once the handler has spoken.
-enum Action {
-    Ack { outcome: &'static str },
-    Retry { retry_queue: usize },
-    Park { reason: String, label: &'static str },
+    pipeline: Pipeline,
 }
 
 impl QueueConsumer {
@@ -129,17 +129,33 @@ impl QueueConsumer {
                 return Err(error);
             }
         }
+        self.stop(&channel, consumer).await;
+        Ok(())
+    }
 
-        // Shutdown: stop taking deliveries; whatever was prefetched but not handled goes back to
-        // the queue when the channel closes.
-        let _ = tokio::time::timeout(
+    /// Shutdown: no new deliveries; those the broker pushed ahead and nobody handled go back to
+    /// the queue as fresh copies, so that a restart does not age them.
+    async fn stop(&self, channel: &Channel, mut consumer: Consumer) {
+        let cancelled = tokio::time::timeout(
             CLOSE_TIMEOUT,
             channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
         )
         .await;
+        if matches!(cancelled, Ok(Ok(()))) {
+            // After the cancellation the stream yields what was already pushed, then ends.
+            let mut unhandled = Vec::new();
+            let drained = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    unhandled.push(delivery);
+                }
+            });
+            let _ = self.session.unless_lost(drained).await;
+            if !unhandled.is_empty() {
+                let _ = self.hand_back(channel, unhandled).await;
+            }
+        }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into())).await;
         info!(event = "consumer_stopped", queue = %self.queues.queue, "consumer stopped");
-        Ok(())
     }
 
     /// Declares the queues and registers the consumer on a channel of its own.
@@ -156,7 +172,7 @@ impl QueueConsumer {
         .await?;
         // Quorum queues refuse a global (per-channel) prefetch.
         channel.basic_qos(settings.prefetch, BasicQosOptions { global: false }).await?;
-        // Retry and dead-letter copies are published on this channel, with confirms.
+        // Retry, dead-letter and hand-back copies are published on this channel, with confirms.
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         let consumer = channel
             .basic_consume(
@@ -169,63 +185,49 @@ impl QueueConsumer {
         Ok((channel, consumer))
     }
 
-    /// Hands `batch` to the handler, then settles every delivery.
+    /// Hands `batch` to the pipeline, then settles every delivery.
     async fn process(&self, channel: &Channel, batch: Vec<AmqpDelivery>) -> Result<(), ConsumeError> {
         let deliveries: Vec<Delivery> = batch.iter().map(to_delivery).collect();
-        let started = Instant::now();
-        let outcomes = self.handle(&deliveries).await;
-        self.shared
-            .metrics
-            .processing_duration
-            .get_or_create(&QueueLabels { queue: self.queues.queue.clone() })
-            .observe(started.elapsed().as_secs_f64());
+        let stop = async {
+            tokio::select! {
+                () = self.shared.shutdown.requested() => {}
+                () = self.session.lost() => {}
+            }
+        };
+        let actions = match self.pipeline.handle(&deliveries, stop).await {
+            Handling::Done(actions) => actions,
+            // The broker gives back what a lost connection held.
+            Handling::Interrupted if self.session.is_lost() => return Ok(()),
+            Handling::Interrupted => vec![Action::Requeue; batch.len()],
+        };
+        self.settle_with_copies(channel, &batch, &deliveries, &actions).await
+    }
 
-        let actions: Vec<Action> = deliveries
-            .iter()
-            .zip(outcomes)
-            .map(|(delivery, outcome)| self.decide(delivery, outcome))
-            .collect();
+    /// Puts `batch` back into the queue unhandled.
+    async fn hand_back(&self, channel: &Channel, batch: Vec<AmqpDelivery>) -> Result<(), ConsumeError> {
+        let deliveries: Vec<Delivery> = batch.iter().map(to_delivery).collect();
+        let actions = vec![Action::Requeue; batch.len()];
+        self.settle_with_copies(channel, &batch, &deliveries, &actions).await
+    }
+
+    async fn settle_with_copies(
+        &self,
+        channel: &Channel,
+        batch: &[AmqpDelivery],
+        deliveries: &[Delivery],
+        actions: &[Action],
+    ) -> Result<(), ConsumeError> {
         // Once the connection is lost, acknowledgements are moot (the broker redelivers whatever
         // was not acknowledged) and may never be answered.
         let settled = self.session.unless_lost(async {
-            let copied = self.publish_copies(channel, &batch, &actions).await;
-            self.settle(&batch, &actions, &copied).await
+            let copied = self.publish_copies(channel, batch, actions).await;
+            self.settle(batch, deliveries, actions, &copied).await
         });
         settled.await.unwrap_or(Ok(()))
     }
 
-    async fn handle(&self, deliveries: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        let handler = self.subscription.handler.clone();
-        crate::bus::handle_guarded(handler.as_ref(), &self.queues.queue, deliveries).await
-    }
-
-    fn decide(&self, delivery: &Delivery, outcome: Result<Handled, HandleError>) -> Action {
-        match outcome {
-            Ok(Handled::Processed) => Action::Ack { outcome: "ack" },
-            Ok(Handled::Duplicate) => Action::Ack { outcome: "duplicate" },
-            Err(HandleError::Permanent(reason)) => Action::Park { reason, label: "permanent" },
-            Err(HandleError::Transient(reason)) => {
-                // Attempt n (1-based) waits in the n-th retry queue.
-                let retry_queue = delivery.attempt.saturating_sub(1) as usize;
-                if retry_queue < self.queues.retries.len() {
-                    warn!(
-                        event = "delivery_retry",
-                        queue = %self.queues.queue,
-                        message_id = delivery.message_id.as_deref().unwrap_or_default(),
-                        attempt = delivery.attempt,
-                        reason = %reason,
-                        "delivery failed, retrying later"
-                    );
-                    Action::Retry { retry_queue }
-                } else {
-                    Action::Park { reason, label: "retries_exhausted" }
-                }
-            }
-        }
-    }
-
-    /// Publishes the retry and dead-letter copies, pipelined and confirmed. Returns, per delivery,
-    /// whether its copy is safely stored (always true when there is no copy to make).
+    /// Publishes the retry, dead-letter and hand-back copies, pipelined and confirmed. Returns,
+    /// per delivery, whether its copy is safely stored (always true when there is no copy to make).
     async fn publish_copies(
         &self,
         channel: &Channel,
@@ -240,26 +242,17 @@ impl QueueConsumer {
             let (exchange, routing_key, properties) = match action {
                 Action::Ack { .. } => continue,
                 Action::Retry { retry_queue } => (
-                    &self.shared.exchanges.retry,
-                    &self.queues.retries[*retry_queue].name,
+                    self.shared.exchanges.retry.as_str(),
+                    self.queues.retries[*retry_queue].name.as_str(),
                     retry_properties(delivery, u32::try_from(*retry_queue).unwrap_or(u32::MAX) + 1),
                 ),
-                Action::Park { reason, label } => {
-                    let message_id = delivery.properties.message_id().as_ref().map(ShortString::as_str);
-                    warn!(
-                        event = "delivery_dead_lettered",
-                        queue = %self.queues.queue,
-                        message_id = message_id.unwrap_or_default(),
-                        reason = %reason,
-                        kind = label,
-                        "parking the delivery in the dead-letter queue"
-                    );
-                    (
-                        &self.shared.exchanges.dead_letter,
-                        &self.queues.queue,
-                        park_properties(delivery, reason),
-                    )
-                }
+                Action::Park { reason, .. } => (
+                    self.shared.exchanges.dead_letter.as_str(),
+                    self.queues.queue.as_str(),
+                    park_properties(delivery, reason),
+                ),
+                // The default exchange routes by queue name.
+                Action::Requeue => ("", self.queues.queue.as_str(), requeue_properties(delivery)),
             };
             let published = channel
                 .basic_publish(
@@ -277,7 +270,7 @@ impl QueueConsumer {
                         event = "copy_publish_failed",
                         queue = %self.queues.queue,
                         error = %error,
-                        "cannot publish a retry or dead-letter copy"
+                        "cannot publish a retry, dead-letter or hand-back copy"
                     );
                     break;
                 }
@@ -299,7 +292,7 @@ impl QueueConsumer {
                 warn!(
                     event = "copy_publish_failed",
                     queue = %self.queues.queue,
-                    "no confirms for retry or dead-letter copies within {timeout:?}"
+                    "no confirms for retry, dead-letter or hand-back copies within {timeout:?}"
                 );
                 return copied;
             }
@@ -319,6 +312,7 @@ impl QueueConsumer {
     async fn settle(
         &self,
         batch: &[AmqpDelivery],
+        deliveries: &[Delivery],
         actions: &[Action],
         copied: &[bool],
     ) -> Result<(), ConsumeError> {
@@ -329,8 +323,8 @@ impl QueueConsumer {
             {
                 return Err(ConsumeError::AckRefused);
             }
-            for action in actions {
-                self.count(action);
+            for (delivery, action) in deliveries.iter().zip(actions) {
+                self.pipeline.settled(delivery, action);
             }
             return Ok(());
         }
@@ -339,43 +333,23 @@ impl QueueConsumer {
             event = "deliveries_requeued",
             queue = %self.queues.queue,
             count = copied.iter().filter(|&&copied| !copied).count(),
-            "retry or dead-letter copies could not be stored; requeueing the deliveries"
+            "copies could not be stored; requeueing the deliveries"
         );
         tokio::time::sleep(REQUEUE_PAUSE).await;
-        for ((delivery, action), &copied) in batch.iter().zip(actions).zip(copied) {
+        for (((amqp, delivery), action), &copied) in batch.iter().zip(deliveries).zip(actions).zip(copied) {
             let settled = if copied {
-                delivery.acker.ack(BasicAckOptions::default()).await?
+                amqp.acker.ack(BasicAckOptions::default()).await?
             } else {
-                delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await?
+                amqp.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await?
             };
             if !settled {
                 return Err(ConsumeError::AckRefused);
             }
             if copied {
-                self.count(action);
+                self.pipeline.settled(delivery, action);
             }
         }
         Ok(())
-    }
-
-    fn count(&self, action: &Action) {
-        let metrics = &self.shared.metrics;
-        let queue = &self.queues.queue;
-        let outcome = match action {
-            Action::Ack { outcome } => outcome,
-            Action::Retry { .. } => {
-                metrics.retried.get_or_create(&QueueLabels { queue: queue.clone() }).inc();
-                "retry"
-            }
-            Action::Park { label, .. } => {
-                metrics
-                    .dead_lettered
-                    .get_or_create(&DeadLetterLabels { queue: queue.clone(), reason: label })
-                    .inc();
-                "dead_lettered"
-            }
-        };
-        metrics.consumed.get_or_create(&OutcomeLabels { queue: queue.clone(), outcome }).inc();
     }
 }
 
@@ -415,6 +389,11 @@ fn park_properties(delivery: &AmqpDelivery, reason: &str) -> BasicProperties {
     headers::insert_text(&mut copy, headers::DEATH_REASON, reason);
     headers::insert_text(&mut copy, headers::FAILED_AT, &chrono::Utc::now().to_rfc3339());
     delivery.properties.clone().with_delivery_mode(PERSISTENT).with_headers(copy)
+}
+
+/// The copy handed back to the queue: the same message, as it was (its retry count included).
+fn requeue_properties(delivery: &AmqpDelivery) -> BasicProperties {
+    delivery.properties.clone().with_delivery_mode(PERSISTENT).with_headers(copied_headers(delivery))
 }
 
 fn copied_headers(delivery: &AmqpDelivery) -> FieldTable {

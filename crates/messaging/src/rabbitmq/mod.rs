@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use contracts::QueueBinding;
 use platform::{ConfigError, DependencyStatus, Shutdown};
 
 pub use settings::RabbitSettings;
@@ -58,6 +59,9 @@ pub struct RabbitMq {
 pub(crate) struct Shared {
     pub(crate) settings: RabbitSettings,
     pub(crate) exchanges: ExchangeNames,
+    /// Every consumer queue of the system, declared on each connection before anything is
+    /// published on it.
+    pub(crate) topology: Vec<QueueBinding>,
     pub(crate) status: DependencyStatus,
     pub(crate) metrics: MessagingMetrics,
     pub(crate) shutdown: Shutdown,
@@ -76,20 +80,32 @@ struct State {
 
 impl RabbitMq {
     /// Validates `settings` and starts the connection supervisor. The broker need not be up: the
-    /// supervisor keeps trying, and `status` tells whether it is connected.
+    /// supervisor keeps trying, and `status` tells whether it is connected. On every connection
+    /// the queues of `topology` and their bindings are declared before anything is published, so
+    /// that no event goes out while a queue that should take it is missing.
     ///
     /// Must be called inside a Tokio runtime. The supervisor and the consumers are tasks of
     /// `shutdown`: after it is triggered they finish the batches in hand and close the connection.
     pub fn new(
         settings: RabbitSettings,
+        topology: Vec<QueueBinding>,
         status: DependencyStatus,
         metrics: MessagingMetrics,
         shutdown: Shutdown,
     ) -> Result<RabbitMq, ConfigError> {
         settings.validate()?;
+        for binding in &topology {
+            if binding.queue.trim().is_empty() {
+                return Err(ConfigError::invalid(binding.key, "must not be empty"));
+            }
+            QueueNames::new(&binding.queue, &settings)
+                .check_lengths()
+                .map_err(|reason| ConfigError::invalid(binding.key, reason))?;
+        }
         status.set_down("not connected yet");
         let shared = Arc::new(Shared {
             exchanges: ExchangeNames::new(&settings),
+            topology,
             settings,
             status,
             metrics,

@@ -35,8 +35,14 @@ pub struct RabbitSettings {
     /// parked in the dead-letter queue. Also read from a comma-separated string (`"200,500"`).
     #[serde(deserialize_with = "delays_from_list_or_string")]
     pub retry_delays_ms: Vec<u64>,
-    /// Deliveries of one message (crashes, requeues) before the broker dead-letters it.
+    /// Deliveries of one message that ended without an acknowledgement (its consumer crashed or
+    /// lost its connection while holding it) before the broker dead-letters it. A consumer that
+    /// stops gracefully, or pauses for an outage, hands its deliveries back without counting.
     pub delivery_limit: u32,
+    /// Longest a consumer paused by an outage holds a batch unacknowledged before handing it
+    /// back to the queue and taking it again; keep it well under the broker's `consumer_timeout`
+    /// (30 minutes by default), past which the broker closes the channel.
+    pub paused_hold_ms: u64,
     /// Upper bound on publishing a batch and receiving all its confirms.
     pub publish_timeout_ms: u64,
     /// Longest pause between two connection attempts.
@@ -59,6 +65,7 @@ impl Default for RabbitSettings {
             batch_size: 512,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
             delivery_limit: 10,
+            paused_hold_ms: 60_000,
             publish_timeout_ms: 5_000,
             reconnect_max_backoff_ms: 30_000,
         }
@@ -100,6 +107,9 @@ impl RabbitSettings {
         }
         if self.delivery_limit == 0 {
             return Err(ConfigError::invalid("rabbitmq.delivery_limit", "must be greater than 0"));
+        }
+        if self.paused_hold_ms == 0 {
+            return Err(ConfigError::invalid("rabbitmq.paused_hold_ms", "must be greater than 0"));
         }
         if self.publish_timeout_ms == 0 {
             return Err(ConfigError::invalid("rabbitmq.publish_timeout_ms", "must be greater than 0"));
@@ -149,6 +159,10 @@ impl RabbitSettings {
 
     pub fn retry_delays(&self) -> Vec<Duration> {
         self.retry_delays_ms.iter().map(|&ms| Duration::from_millis(ms)).collect()
+    }
+
+    pub fn paused_hold(&self) -> Duration {
+        Duration::from_millis(self.paused_hold_ms)
     }
 
     pub fn reconnect_max_backoff(&self) -> Duration {

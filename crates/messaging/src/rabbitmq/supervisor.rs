@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{Shared, topology};
 
-/// Longest wait for a TCP connection, the AMQP handshake and the exchange declarations.
+/// Longest wait for a TCP connection, the AMQP handshake and the topology declarations.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First pause between connection attempts; it doubles on each failure up to the configured cap.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -52,6 +52,17 @@ impl Session {
         let events: Events = Box::pin(connection.events_listener());
         let publisher = connection.create_channel().await?;
         topology::declare_exchanges(&publisher, &shared.exchanges).await?;
+        for binding in &shared.topology {
+            let queues = topology::QueueNames::new(&binding.queue, &shared.settings);
+            topology::declare_queues(
+                &publisher,
+                &shared.exchanges,
+                &queues,
+                &binding.routing_keys,
+                shared.settings.delivery_limit,
+            )
+            .await?;
+        }
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
         let session = Session {
             connection,

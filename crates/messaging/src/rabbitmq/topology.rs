@@ -4,7 +4,7 @@
 //! ```text
 //! <exchange>        topic   ── routing keys ──▶ Q (quorum, delivery limit, DLX <exchange>.dlx / Q)
 //! <exchange>.retry  direct  ── Q.retry.<d> ──▶ Q.retry.<d> (TTL d, dead-letters to "" / Q, i.e. back to Q)
-//! <exchange>.dlx    direct  ── Q ──────────▶ Q.dlq (parked messages)
+//! <exchange>.dlx    direct  ── Q ──────────▶ Q.dlq (quorum, no practical delivery limit: parked messages)
 //! ```
 
 use std::time::Duration;
@@ -139,7 +139,12 @@ pub(crate) async fn declare_queues(
             .await?;
     }
 
-    channel.queue_declare(short(&queues.dead_letter), durable, quorum_arguments()).await?;
+    // Operators list parked messages by taking and returning them, and RabbitMQ 4 gives every
+    // quorum queue a delivery limit of 20 unless one is set: without an explicit limit of its
+    // own, a parked message would be dropped after a few listings.
+    let mut parked = quorum_arguments();
+    parked.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(UNLIMITED_DELIVERIES));
+    channel.queue_declare(short(&queues.dead_letter), durable, parked).await?;
     channel
         .queue_bind(
             short(&queues.dead_letter),
@@ -171,6 +176,11 @@ pub(crate) async fn declare_queues(
     }
     Ok(())
 }
+
+/// A delivery limit no operator will reach. (RabbitMQ 4 reads -1 as "no limit", but RabbitMQ 3
+/// reads it as a limit below every count and drops the message at its first return; a large
+/// limit means the same on both.)
+const UNLIMITED_DELIVERIES: i64 = i32::MAX as i64;
 
 fn quorum_arguments() -> FieldTable {
     let mut arguments = FieldTable::default();

@@ -43,6 +43,10 @@ pub enum SendError {
     /// It never will as it is (the receiver refuses it).
     #[error("{0}")]
     Permanent(String),
+    /// The receiver cannot be reached at all (connection refused, no route): nothing to do with
+    /// this notification; the worker pauses until it is back.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[async_trait]

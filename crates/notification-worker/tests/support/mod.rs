@@ -52,8 +52,8 @@ pub fn test_settings(name: &str, webhook_url: &str) -> Settings {
     settings.rabbitmq.exchange = format!("{name}.orders");
     settings.rabbitmq.retry_delays_ms = vec![100, 200];
     settings.rabbitmq.reconnect_max_backoff_ms = 500;
+    settings.queues = test_support::isolated_queues(name);
     let notifications = &mut settings.notifications;
-    notifications.queue = format!("{name}.notifications.orders");
     notifications.channels = vec![ChannelKind::Webhook];
     notifications.webhook.url = Some(webhook_url.to_owned());
     notifications.webhook.secret = Some(SECRET.into());
@@ -89,6 +89,7 @@ impl TestWorker {
         let status = Health::new(&mut Default::default()).add_status("rabbitmq", true);
         let bus = RabbitMq::new(
             settings.rabbitmq.clone(),
+            Vec::new(),
             status.clone(),
             MessagingMetrics::unregistered(),
             bus_shutdown.clone(),
@@ -120,7 +121,7 @@ impl TestWorker {
     }
 
     pub fn queue(&self) -> &str {
-        &self.settings.notifications.queue
+        &self.settings.queues.notifications
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -201,7 +202,12 @@ pub struct Cleanup {
 impl Cleanup {
     pub fn of(settings: &Settings) -> Cleanup {
         Cleanup {
-            queues: QueueNames::new(&settings.notifications.queue, &settings.rabbitmq).all(),
+            queues: settings
+                .queues
+                .bindings()
+                .iter()
+                .flat_map(|binding| QueueNames::new(&binding.queue, &settings.rabbitmq).all())
+                .collect(),
             exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
             redis_prefix: settings.redis.key_prefix.clone(),
         }
@@ -273,8 +279,21 @@ impl Receiver {
         Self::start_slow(Duration::ZERO, respond).await
     }
 
+    /// Accepts everything, listening on `address`.
+    pub async fn accepting_at(address: &str) -> Receiver {
+        Self::start_at(address, Duration::ZERO, |_, _| StatusCode::NO_CONTENT).await
+    }
+
     /// Like [`Receiver::start`], answering each request only after `delay`.
     pub async fn start_slow(
+        delay: Duration,
+        respond: impl Fn(&str, usize) -> StatusCode + Send + Sync + 'static,
+    ) -> Receiver {
+        Self::start_at("127.0.0.1:0", delay, respond).await
+    }
+
+    async fn start_at(
+        address: &str,
         delay: Duration,
         respond: impl Fn(&str, usize) -> StatusCode + Send + Sync + 'static,
     ) -> Receiver {
@@ -285,7 +304,7 @@ impl Receiver {
             calls: Mutex::default(),
         });
         let router = Router::new().route("/hook", post(receive)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind the receiver");
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

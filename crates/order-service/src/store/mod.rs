@@ -7,6 +7,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use messaging::OutgoingMessage;
+use platform::database::Failure;
 use uuid::Uuid;
 
 use crate::domain::Order;
@@ -46,9 +47,13 @@ pub struct ListQuery {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached or is overloaded; the caller may retry.
+    /// The database serves nothing right now (unreachable, out of connections, failing over);
+    /// the caller may retry once it is back.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A passing conflict (deadlock, lock timeout); the caller may retry.
+    #[error("database conflict: {0}")]
+    Conflict(String),
     #[error("the idempotency key was used for a different request")]
     IdempotencyConflict,
     #[error("stored order is corrupt: {0}")]
@@ -62,10 +67,10 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if platform::database::is_transient(&error) {
-            StoreError::Unavailable(error.to_string())
-        } else {
-            StoreError::Database(error)
+        match platform::database::failure(&error) {
+            Failure::Outage => StoreError::Unavailable(error.to_string()),
+            Failure::Conflict => StoreError::Conflict(error.to_string()),
+            Failure::Rejected | Failure::Other => StoreError::Database(error),
         }
     }
 }

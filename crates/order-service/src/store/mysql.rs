@@ -181,10 +181,11 @@ fn replay(claim: &IdempotencyClaim, order: &Order, fingerprint: &[u8; 32]) -> Re
 impl StoreError {
     /// The error of a failed batch, for each of its callers (sqlx errors cannot be cloned).
     fn for_each_caller(error: &sqlx::Error) -> StoreError {
-        if platform::database::is_transient(error) {
-            StoreError::Unavailable(error.to_string())
-        } else {
-            StoreError::Failed(error.to_string())
+        use platform::database::Failure;
+        match platform::database::failure(error) {
+            Failure::Outage => StoreError::Unavailable(error.to_string()),
+            Failure::Conflict => StoreError::Conflict(error.to_string()),
+            Failure::Rejected | Failure::Other => StoreError::Failed(error.to_string()),
         }
     }
 }

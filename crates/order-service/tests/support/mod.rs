@@ -139,7 +139,7 @@ pub fn test_settings(name: &str, database: &TestDatabase) -> Settings {
     settings.rabbitmq.url = Some(test_support::amqp_url());
     settings.rabbitmq.exchange = format!("{name}.orders");
     settings.rabbitmq.retry_delays_ms = vec![100, 200];
-    settings.orders.processed_queue = format!("{name}.orders.processed");
+    settings.queues = test_support::isolated_queues(name);
     settings.outbox.poll_interval_ms = 100;
     settings.outbox.retry_base_ms = 100;
     settings.outbox.retry_max_ms = 500;
@@ -268,11 +268,7 @@ impl TestApp {
                 let (events, received) = mpsc::unbounded_channel();
                 let connection = bus.connect(MessagingMetrics::unregistered(), listeners.clone());
                 connection
-                    .subscribe(Subscription {
-                        queue,
-                        routing_keys: vec![routing_key.to_owned()],
-                        handler: Arc::new(Recorder { events }),
-                    })
+                    .subscribe(Subscription::new(queue, &[routing_key], Arc::new(Recorder { events })))
                     .await
                     .expect("subscribe a listener");
                 Listener::Bus(received)
@@ -288,7 +284,7 @@ impl TestApp {
         match &self.isolation {
             Isolation::Real { .. } => {
                 test_support::wait_for_consumer(
-                    &self.settings.orders.processed_queue,
+                    &self.settings.queues.order_processed,
                     Duration::from_secs(20),
                 )
                 .await;
@@ -319,9 +315,9 @@ impl TestApp {
         match self.isolation {
             Isolation::Real { database, extra_queues } => {
                 let mut queues = extra_queues;
-                queues.extend(
-                    QueueNames::new(&self.settings.orders.processed_queue, &self.settings.rabbitmq).all(),
-                );
+                for binding in self.settings.queues.bindings() {
+                    queues.extend(QueueNames::new(&binding.queue, &self.settings.rabbitmq).all());
+                }
                 let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
                 let _ = test_support::delete_amqp(&queues, &exchanges).await;
                 let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
