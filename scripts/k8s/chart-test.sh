@@ -118,6 +118,12 @@ step "no passwords given: refused by the schema" \
 step "external MySQL without host: refused by the schema" \
     expect_failure "/externalMysql/host': minLength" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
     --set mysql.enabled=false
+step "external dedupe Redis without host: refused by the schema" \
+    expect_failure "/externalDedupeRedis/host': minLength" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
+    --set dedupeRedis.enabled=false
+step "evicting dedupe Redis: refused by the schema" \
+    expect_failure "/dedupeRedis/maxmemoryPolicy'" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
+    --set dedupeRedis.maxmemoryPolicy=allkeys-lru
 step "webhook channel without URL: refused by the schema" \
     expect_failure "/notificationWorker/webhook/url': minLength" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
     --set 'notificationWorker.channels={log,webhook}'

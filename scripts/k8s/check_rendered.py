@@ -5,7 +5,8 @@ Usage: check_rendered.py CASE=FILE...   (CASE names an entry of EXPECTED below)
 
 Checks every pod (security context, no service links, no token, resources, secrets only by
 reference), the orderflow Deployments against the service contract (ports, probe paths,
-grace periods, replicas vs autoscalers), and the objects each case must (not) render.
+grace periods, replicas vs autoscalers), which Redis each service uses and how the dedupe Redis
+keeps its keys, and the objects each case must (not) render.
 """
 import json
 import re
@@ -24,16 +25,16 @@ NONROOT_UID = 65532
 
 # Objects each case renders (kind -> count). Kinds not listed must be absent.
 EXPECTED = {
-    "default": {"Deployment": 4, "StatefulSet": 2, "Service": 6, "Secret": 3, "ConfigMap": 2,
-                "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 7, "Pod": 1},
-    "full": {"Deployment": 4, "StatefulSet": 2, "Service": 6, "Secret": 1, "ConfigMap": 3,
-             "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 7, "Pod": 1,
+    "default": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 4, "ConfigMap": 2,
+                "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 8, "Pod": 1},
+    "full": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 1, "ConfigMap": 3,
+             "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 8, "Pod": 1,
              "HorizontalPodAutoscaler": 1, "ScaledObject": 2, "TriggerAuthentication": 1,
              "ServiceMonitor": 4, "PrometheusRule": 1},
     "external": {"Deployment": 3, "Service": 3, "Secret": 1, "ServiceAccount": 1,
                  "PodDisruptionBudget": 3, "NetworkPolicy": 4, "Pod": 1, "HorizontalPodAutoscaler": 3},
-    "dev": {"Deployment": 4, "StatefulSet": 2, "Service": 6, "Secret": 4, "ConfigMap": 3,
-            "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 7, "Pod": 1,
+    "dev": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 5, "ConfigMap": 3,
+            "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 8, "Pod": 1,
             "ScaledObject": 2, "TriggerAuthentication": 1, "ServiceMonitor": 4, "PrometheusRule": 1},
 }
 
@@ -120,6 +121,82 @@ def check_service_deployment(where, doc, component, autoscaled):
         fail(where, "has no database but gets DB_* settings")
 
 
+WORKER = "notification-worker"
+# Pod labels the in-chart Redis NetworkPolicies admit: the worker only the dedupe one.
+CACHE_CLIENT, DEDUPE_CLIENT = "orderflow/redis-client", "orderflow/dedupe-redis-client"
+
+
+def args_map(args):
+    """`--flag value` pairs of a redis-server command line."""
+    return {args[i]: args[i + 1] for i in range(0, len(args) - 1, 2) if args[i].startswith("--")}
+
+
+def mebibytes(quantity):
+    m = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|k|M|G)?", str(quantity))
+    factor = {None: 1, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[m.group(2)]
+    return int(m.group(1)) * factor / 2**20
+
+
+def check_redis(case, docs):
+    """notification-worker uses a Redis of its own (the dedupe store), the other services the
+    cache; only the worker may reach the in-chart dedupe Redis, which never evicts, keeps an
+    append-only file on a claim and leaves memory headroom under its limit."""
+    deployments = {d["metadata"]["labels"].get("app.kubernetes.io/component"): d
+                   for d in docs if d["kind"] == "Deployment"}
+    env = {c: {e["name"]: e for e in pod_spec(deployments[c])["containers"][0].get("env", [])}
+           for c in COMPONENTS if c in deployments}
+    hosts = {c: e["REDIS_HOST"].get("value") for c, e in env.items() if "REDIS_HOST" in e}
+    cache_hosts = {h for c, h in hosts.items() if c != WORKER}
+    if len(cache_hosts) != 1 or hosts.get(WORKER) in cache_hosts:
+        fail(case, f"the worker must use its own Redis, the others one cache: REDIS_HOST {hosts}")
+    for d in docs:
+        if d["kind"] not in ("Deployment", "StatefulSet", "Pod"):
+            continue
+        labels = (d["metadata"] if d["kind"] == "Pod" else d["spec"]["template"]["metadata"]).get("labels", {})
+        is_worker = labels.get("app.kubernetes.io/component") == WORKER and d["kind"] == "Deployment"
+        if (DEDUPE_CLIENT in labels) != is_worker:
+            fail(f"{case}: {d['kind']}/{d['metadata']['name']}", f"only the worker may carry {DEDUPE_CLIENT}")
+        if is_worker and CACHE_CLIENT in labels:
+            fail(f"{case}: {d['kind']}/{d['metadata']['name']}", f"the worker does not use the cache ({CACHE_CLIENT})")
+    redis = {d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in docs
+             if d["kind"] in ("Deployment", "StatefulSet")
+             and d["metadata"]["labels"].get("app.kubernetes.io/name") in ("redis", "dedupe-redis")}
+    if "redis" in redis:
+        args = args_map(pod_spec(redis["redis"])["containers"][0]["args"])
+        if redis["redis"]["kind"] != "Deployment" or args.get("--maxmemory-policy") != "allkeys-lru" \
+                or args.get("--appendonly") != "no":
+            fail(f"{case}: cache Redis", "must stay a Deployment with allkeys-lru and no append-only file")
+    store = redis.get("dedupe-redis")
+    if store is None:
+        return
+    where = f"{case}: {store['kind']}/{store['metadata']['name']}"
+    (c,) = pod_spec(store)["containers"]
+    args = args_map(c["args"])
+    if store["kind"] != "StatefulSet":
+        fail(where, "must be a StatefulSet (its data on a claim)")
+    if args.get("--maxmemory-policy") != "noeviction":
+        fail(where, "must run with --maxmemory-policy noeviction")
+    if args.get("--appendonly") != "yes" or args.get("--appendfsync") not in ("everysec", "always"):
+        fail(where, "must run with --appendonly yes and --appendfsync everysec (or always)")
+    claims = [t["metadata"]["name"] for t in store["spec"].get("volumeClaimTemplates", [])]
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    if args.get("--dir") != "/data" or "data" not in claims or mounts.get("data") != "/data":
+        fail(where, "its --dir /data must be the claim `data`")
+    maxmemory = re.fullmatch(r"([0-9]+)mb", args.get("--maxmemory", ""))
+    limit = c["resources"]["limits"]["memory"]
+    if not maxmemory or int(maxmemory.group(1)) > 0.75 * mebibytes(limit):
+        fail(where, f"--maxmemory {args.get('--maxmemory')} leaves too little of the {limit} limit")
+    worker = env.get(WORKER, {})
+    secret = c["env"][0]["valueFrom"]["secretKeyRef"]["name"]
+    if hosts.get(WORKER) != store["metadata"]["name"] or \
+            worker.get("REDIS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name") != secret:
+        fail(case, f"the worker must use the dedupe Redis {store['metadata']['name']} and its Secret {secret}")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == store["metadata"]["name"]]
+    peers = [p for pol in policies for rule in pol["spec"]["ingress"] for p in rule["from"]]
+    if not policies or any(DEDUPE_CLIENT not in p.get("podSelector", {}).get("matchLabels", {}) for p in peers):
+        fail(where, f"its NetworkPolicy must admit only pods labelled {DEDUPE_CLIENT}")
+
+
 def check_mysql_init(where, script, databases):
     """Runs the MySQL init script with the image's docker_process_sql stubbed out, using
     passwords that need escaping, and checks the SQL it would execute."""
@@ -153,6 +230,7 @@ def check_case(case, path):
     keda_targets = [d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"]
     for t in set(hpa_targets) & set(keda_targets):
         fail(case, f"{t} has both an HPA and a ScaledObject")
+    check_redis(case, docs)
     selected = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     for d in docs:

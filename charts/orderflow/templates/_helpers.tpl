@@ -177,6 +177,41 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.redis.enabled }}redis-password{{ else }}{{ .Values.externalRedis.passwordKey }}{{ end -}}
 {{- end -}}
 
+{{/* The notification worker's dedupe Redis (the redis subchart aliased as dedupeRedis, or external). */}}
+{{- define "orderflow.dedupeRedis.host" -}}
+{{- if .Values.dedupeRedis.enabled -}}
+{{- default (printf "%s-dedupe-redis" .Release.Name) .Values.dedupeRedis.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- required "externalDedupeRedis.host is required when dedupeRedis.enabled=false" .Values.externalDedupeRedis.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.dedupeRedis.port" -}}
+{{- if .Values.dedupeRedis.enabled }}6379{{ else }}{{ .Values.externalDedupeRedis.port }}{{ end -}}
+{{- end -}}
+
+{{/* Empty when the Redis has no password (external only). */}}
+{{- define "orderflow.dedupeRedis.secretName" -}}
+{{- if .Values.dedupeRedis.enabled -}}
+{{- .Values.dedupeRedis.auth.existingSecret | default (include "orderflow.dedupeRedis.host" .) -}}
+{{- else -}}
+{{- .Values.externalDedupeRedis.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "orderflow.dedupeRedis.passwordKey" -}}
+{{- if .Values.dedupeRedis.enabled }}redis-password{{ else }}{{ .Values.externalDedupeRedis.passwordKey }}{{ end -}}
+{{- end -}}
+
+{{/*
+Which Redis a component uses: "dedupeRedis" for notification-worker (Redis only for
+deduplication, on a store that neither evicts nor forgets), "redis" (the cache) for the others.
+The value names the values key and the orderflow.<key>.* helpers.
+*/}}
+{{- define "orderflow.redisFor" -}}
+{{- if eq . "notification-worker" }}dedupeRedis{{ else }}redis{{ end -}}
+{{- end -}}
+
 {{/* ---- Optional APIs ---- */}}
 
 {{- define "orderflow.hasKeda" -}}

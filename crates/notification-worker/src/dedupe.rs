@@ -6,9 +6,17 @@
 //! is retried later rather than sent twice.
 //!
 //! Without the store nothing is sent: a notification that cannot be deduplicated could go out
-//! twice, so the delivery is retried until the store is back.
+//! twice, so the worker waits until the store is back.
+//!
+//! "Once" lasts only as long as the store keeps its keys. A Redis that evicts keys under memory
+//! pressure (any `maxmemory-policy` but `noeviction`) would forget that a notification went out,
+//! so the Redis store refuses to claim anything while its server is configured that way; and a
+//! Redis that keeps nothing on disk forgets everything when it restarts, which is logged.
 
-use std::time::Duration;
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use deadpool_redis::redis;
@@ -35,7 +43,13 @@ pub enum DedupeError {
     Unavailable(String),
     #[error("deduplication store did not answer within {0:?}")]
     Timeout(Duration),
+    /// The store answers but would not keep what it is told.
+    #[error("deduplication store unsafe: {0}")]
+    Unsafe(String),
 }
+
+/// How often the Redis store re-reads how its server keeps keys.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 #[async_trait]
 pub trait Dedupe: Send + Sync {
@@ -52,11 +66,101 @@ pub struct RedisDedupe {
     prefix: String,
     claim_ttl: Duration,
     sent_ttl: Duration,
+    store: Mutex<StoreCheck>,
+}
+
+/// What the last look at the server's configuration found.
+#[derive(Default)]
+struct StoreCheck {
+    at: Option<Instant>,
+    /// Why the store must not be used, if it must not.
+    unsafe_because: Option<String>,
+    /// Warnings already logged, so that each is logged once.
+    warned: Vec<String>,
 }
 
 impl RedisDedupe {
     pub fn new(client: RedisClient, prefix: &str, claim_ttl: Duration, sent_ttl: Duration) -> Self {
-        RedisDedupe { client, prefix: prefix.to_owned(), claim_ttl, sent_ttl }
+        RedisDedupe { client, prefix: prefix.to_owned(), claim_ttl, sent_ttl, store: Mutex::default() }
+    }
+
+    fn lock_store(&self) -> std::sync::MutexGuard<'_, StoreCheck> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads how the server keeps keys: an evicting one makes the store unsafe (nothing is claimed
+    /// until it is fixed); one without persistence, or whose configuration cannot be read (a
+    /// managed Redis may forbid `CONFIG`), is logged once.
+    pub async fn check_store(&self) -> Result<(), DedupeError> {
+        let policy = self.config("maxmemory-policy").await?;
+        let unsafe_because = match policy.as_deref() {
+            Some("noeviction") => None,
+            Some(policy) => Some(format!(
+                "Redis evicts keys under memory pressure (maxmemory-policy {policy}), so it could forget \
+                 that a notification was sent; configure maxmemory-policy noeviction"
+            )),
+            None => {
+                self.warn_once(
+                    "cannot read maxmemory-policy; make sure the deduplication Redis uses noeviction",
+                );
+                None
+            }
+        };
+        let appendonly = self.config("appendonly").await?;
+        let save = self.config("save").await?;
+        if appendonly.as_deref() == Some("no") && save.as_deref().is_some_and(|save| save.trim().is_empty()) {
+            self.warn_once(
+                "the deduplication Redis keeps nothing on disk: after it restarts, a redelivered event \
+                 is notified again; enable appendonly",
+            );
+        }
+        let mut store = self.lock_store();
+        if store.unsafe_because != unsafe_because {
+            match &unsafe_because {
+                Some(reason) => {
+                    tracing::error!(event = "dedupe_store_unsafe", reason = %reason, "not notifying")
+                }
+                None if store.at.is_some() => {
+                    tracing::info!(event = "dedupe_store_safe", "the deduplication store keeps its keys")
+                }
+                None => {}
+            }
+        }
+        store.at = Some(Instant::now());
+        store.unsafe_because = unsafe_because.clone();
+        unsafe_because.map_or(Ok(()), |reason| Err(DedupeError::Unsafe(reason)))
+    }
+
+    /// Checks the store when it has not been checked for a while; whether it may be used.
+    async fn ensure_safe(&self) -> Result<(), DedupeError> {
+        let (due, unsafe_because) = {
+            let store = self.lock_store();
+            (store.at.is_none_or(|at| at.elapsed() >= STORE_CHECK_INTERVAL), store.unsafe_because.clone())
+        };
+        if due {
+            return self.check_store().await;
+        }
+        unsafe_because.map_or(Ok(()), |reason| Err(DedupeError::Unsafe(reason)))
+    }
+
+    /// One configuration value; `None` when the server will not tell.
+    async fn config(&self, name: &str) -> Result<Option<String>, DedupeError> {
+        let mut get = redis::cmd("CONFIG");
+        get.arg("GET").arg(name);
+        match self.client.query::<Vec<String>>(&get).await {
+            Ok(pair) => Ok(pair.into_iter().nth(1)),
+            Err(RedisError::Refused(_)) => Ok(None),
+            Err(RedisError::Unavailable(reason)) => Err(DedupeError::Unavailable(reason)),
+            Err(RedisError::Timeout(after)) => Err(DedupeError::Timeout(after)),
+        }
+    }
+
+    fn warn_once(&self, warning: &str) {
+        let mut store = self.lock_store();
+        if !store.warned.iter().any(|logged| logged == warning) {
+            tracing::warn!(event = "dedupe_store_not_durable", "{warning}");
+            store.warned.push(warning.to_owned());
+        }
     }
 
     pub fn key(&self, channel: &str, event_id: Uuid) -> String {
@@ -66,7 +170,7 @@ impl RedisDedupe {
     /// Runs `command`, bounded by the client's timeout.
     async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, DedupeError> {
         self.client.query(&command).await.map_err(|error| match error {
-            RedisError::Unavailable(reason) => DedupeError::Unavailable(reason),
+            RedisError::Unavailable(reason) | RedisError::Refused(reason) => DedupeError::Unavailable(reason),
             RedisError::Timeout(after) => DedupeError::Timeout(after),
         })
     }
@@ -79,6 +183,7 @@ fn millis(duration: Duration) -> u64 {
 #[async_trait]
 impl Dedupe for RedisDedupe {
     async fn claim(&self, channel: &str, event_id: Uuid) -> Result<Claim, DedupeError> {
+        self.ensure_safe().await?;
         let key = self.key(channel, event_id);
         let mut set = redis::cmd("SET");
         set.arg(&key).arg(PENDING).arg("NX").arg("PX").arg(millis(self.claim_ttl));
@@ -105,7 +210,8 @@ impl Dedupe for RedisDedupe {
         self.query::<()>(del).await
     }
 
+    /// Reachable, and safe to use (the configuration is read again on every call).
     async fn ping(&self) -> Result<(), DedupeError> {
-        self.query::<()>(redis::cmd("PING")).await
+        self.check_store().await
     }
 }

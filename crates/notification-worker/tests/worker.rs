@@ -23,7 +23,7 @@ use support::{
     Receiver, SECRET, TestWorker, WAIT, eventually, log_lines, message, order_created, order_processed,
     trace_id,
 };
-use test_support::{FaultProxy, host_port};
+use test_support::{FaultProxy, PrivateRedis, host_port};
 use uuid::Uuid;
 
 /// Long enough to see that nothing more happens, for assertions of "exactly once".
@@ -350,4 +350,53 @@ async fn cli(worker: &TestWorker, args: &[&str]) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
+}
+
+#[tokio::test]
+async fn an_evicting_redis_is_refused_until_it_keeps_its_keys() {
+    let redis =
+        PrivateRedis::start(&["--maxmemory-policy", "allkeys-lru", "--save", "", "--appendonly", "no"]);
+    let url = redis.url();
+    let receiver = Receiver::accepting().await;
+    let worker = TestWorker::spawn_with(&receiver, |s| s.redis.url = Some(url)).await;
+    worker.publish(&order_created()).await;
+    eventually(WAIT, "the consumer to pause", || async {
+        let (_, readiness) = worker.readiness().await;
+        (readiness["checks"]["consumer"]["status"] == "down").then_some(())
+    })
+    .await;
+    let (status, readiness) = worker.readiness().await;
+    assert_eq!(status, 503, "{readiness}");
+    let reason = readiness["checks"]["redis"]["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("allkeys-lru"), "the reason names the policy: {readiness}");
+    tokio::time::sleep(SETTLE).await;
+    assert!(receiver.calls().is_empty(), "nothing is sent that the store could forget");
+
+    redis.cli(&["config", "set", "maxmemory-policy", "noeviction"]);
+    // Readiness reads the configuration again; the paused consumer's next try finds it safe.
+    assert_eq!(worker.readiness().await.0, 200);
+    receiver.wait_delivered(1).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(receiver.calls().len(), 1);
+    assert!(worker.parked().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_redis_restart_does_not_make_a_redelivered_event_notify_twice() {
+    let mut redis = PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = redis.url();
+    let receiver = Receiver::accepting().await;
+    let worker = TestWorker::spawn_with(&receiver, |s| s.redis.url = Some(url)).await;
+    let event = order_created();
+    worker.publish(&event).await;
+    receiver.wait_delivered(1).await;
+
+    redis.restart();
+    worker.publish(&event).await;
+    eventually(WAIT, "the redelivery recognised", || async {
+        (worker.webhook_metric("duplicate").await >= 1.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(receiver.calls().len(), 1, "sent once across the restart");
 }

@@ -40,6 +40,16 @@ fn store_error(error: StoreError) -> ApiError {
             tracing::warn!(event = "database_unavailable", error = %reason, "database unavailable");
             ApiError::unavailable("the order database is unavailable, try again shortly")
         }
+        StoreError::Busy => ApiError::unavailable(
+            "too many orders are waiting to be stored; nothing was stored, try again shortly",
+        ),
+        StoreError::Expired => ApiError::unavailable(
+            "the order could not be stored in time; nothing was stored, try again shortly",
+        ),
+        StoreError::OutcomeUnknown => ApiError::outcome_unknown(
+            "the order was still being stored when time ran out and may or may not exist; retry with the same \
+             Idempotency-Key to get its outcome",
+        ),
         StoreError::IdempotencyConflict => {
             ApiError::conflict("Idempotency-Key was already used with a different request")
         }

@@ -88,11 +88,7 @@ impl Application {
             runtime.shutdown.clone(),
         )?;
         let backends = Backends {
-            store: Arc::new(MySqlOrderStore::new(
-                pool.clone(),
-                settings.orders.writers,
-                settings.orders.write_batch_size,
-            )),
+            store: Arc::new(MySqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
             outbox: Arc::new(MySqlOutbox::new(pool)),
             cache: Arc::new(RedisCache::new(&settings.redis)?),
             bus: Arc::new(rabbit),
@@ -124,6 +120,7 @@ impl Application {
             backends.store,
             backends.cache,
             settings.orders.cache_ttl(),
+            settings.orders.write_timeout(),
             relay.handoff(),
             order_metrics,
         );

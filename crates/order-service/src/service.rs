@@ -14,7 +14,7 @@ use platform::cache::VersionedCache;
 use crate::{
     domain::{NewOrder, Order},
     metrics::OrderMetrics,
-    store::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError},
+    store::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError, writer::WriteGate},
 };
 
 #[derive(Clone)]
@@ -22,6 +22,8 @@ pub struct OrderService {
     store: Arc<dyn OrderStore>,
     cache: Arc<dyn VersionedCache>,
     cache_ttl: Duration,
+    /// Longest a create waits for its write (see [`OrderService::create`]).
+    write_timeout: Duration,
     outbox: OutboxHandoff,
     metrics: OrderMetrics,
 }
@@ -31,40 +33,53 @@ impl OrderService {
         store: Arc<dyn OrderStore>,
         cache: Arc<dyn VersionedCache>,
         cache_ttl: Duration,
+        write_timeout: Duration,
         outbox: OutboxHandoff,
         metrics: OrderMetrics,
     ) -> Self {
-        OrderService { store, cache, cache_ttl, outbox, metrics }
+        OrderService { store, cache, cache_ttl, write_timeout, outbox, metrics }
     }
 
-    /// Accepts an order: once this returns, the order and its `OrderCreated` event are durable.
+    /// Accepts an order: once this returns `Ok`, the order and its `OrderCreated` event are
+    /// durable. The write has `write_timeout` to begin: if it has not by then it never will
+    /// (`Expired`, nothing written); if it began and has not finished, the outcome is unknown
+    /// (`OutcomeUnknown`: it may still commit, and a retry with the same `Idempotency-Key` tells).
     pub async fn create(
         &self,
         new: NewOrder,
         idempotency_key: Option<String>,
     ) -> Result<Created, StoreError> {
         let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
         let idempotency = idempotency_key.map(|key| IdempotencyClaim { key, fingerprint: new.fingerprint() });
         let order = Order::accept(new);
         let event = order_created_event(&order);
+        let gate = WriteGate::default();
+        let command =
+            CreateCommand { order, event: event.clone(), idempotency, deadline, gate: gate.clone() };
         // The write and the handoff of its event run in a task of their own: a client that hangs
         // up drops this future, and an order committed meanwhile must still go out at once.
+        let (outcome, answer) = tokio::sync::oneshot::channel();
         let service = self.clone();
-        let write = tokio::spawn(
+        tokio::spawn(
             async move {
-                let command = CreateCommand { order, event: event.clone(), idempotency };
-                let created = service.store.create(command).await?;
-                if let Created::New(order) = &created {
+                let created = service.store.create(command).await;
+                if let Ok(Created::New(order)) = &created {
                     service.outbox.publish_committed([event]);
                     service.metrics.orders_created.inc();
                     service.metrics.create_duration.observe(started.elapsed().as_secs_f64());
                     tracing::info!(event = "order_created", order_id = %order.id, customer_id = %order.customer_id, "order created");
                 }
-                Ok(created)
+                let _ = outcome.send(created);
             }
             .in_current_span(),
         );
-        write.await.map_err(|error| StoreError::Unavailable(format!("order write failed: {error}")))?
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(created)) => created,
+            Ok(Err(_)) => Err(StoreError::Unavailable("the order write stopped".into())),
+            Err(_) if gate.abandon() => Err(StoreError::Expired),
+            Err(_) => Err(StoreError::OutcomeUnknown),
+        }
     }
 
     /// The order's JSON body: from the cache when it has it, else from the store (then cached).

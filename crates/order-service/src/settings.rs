@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use contracts::Queues;
+
+use crate::store::writer::WriterLimits;
 use messaging::{outbox::RelaySettings, rabbitmq::RabbitSettings};
 use platform::{
     ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, database::DatabaseSettings,
@@ -34,6 +36,12 @@ pub struct OrderSettings {
     pub writers: usize,
     /// Most orders committed in one transaction.
     pub write_batch_size: usize,
+    /// Longest a `POST /orders` waits for its write to begin and commit. Not begun by then: it is
+    /// dropped and answered 503 (nothing written). Begun and not finished: answered 504 (the
+    /// outcome is unknown; retry with the same `Idempotency-Key`). Below `http.request_timeout_ms`.
+    pub write_timeout_ms: u64,
+    /// Writes that may wait for a writer; one more is answered 503 at once.
+    pub max_waiting_writes: usize,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_key_retention_hours: u64,
 }
@@ -44,14 +52,43 @@ impl Default for OrderSettings {
             cache_ttl_seconds: 300,
             writers: 4,
             write_batch_size: 128,
+            write_timeout_ms: 5_000,
+            max_waiting_writes: 1_024,
             idempotency_key_retention_hours: 24,
         }
     }
 }
 
 impl OrderSettings {
+    /// The write timeout must end before the request's own, or the client would be told "the
+    /// request took too long" about a write that may still happen.
+    pub fn check_write_timeout(&self, http: &HttpSettings) -> Result<(), ConfigError> {
+        if self.write_timeout_ms == 0 || self.write_timeout_ms >= http.request_timeout_ms {
+            return Err(ConfigError::invalid(
+                "orders.write_timeout_ms",
+                format!(
+                    "must be greater than 0 and less than http.request_timeout_ms ({})",
+                    http.request_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_seconds)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn writer_limits(&self) -> WriterLimits {
+        WriterLimits {
+            writers: self.writers,
+            batch_size: self.write_batch_size,
+            queue_capacity: self.max_waiting_writes,
+        }
     }
 
     pub fn idempotency_key_retention(&self) -> Duration {
@@ -98,6 +135,10 @@ impl Settings {
         if self.orders.write_batch_size == 0 {
             return Err(ConfigError::invalid("orders.write_batch_size", "must be greater than 0"));
         }
+        if self.orders.max_waiting_writes == 0 {
+            return Err(ConfigError::invalid("orders.max_waiting_writes", "must be greater than 0"));
+        }
+        self.orders.check_write_timeout(&self.http)?;
         Ok(())
     }
 }

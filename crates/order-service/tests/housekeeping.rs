@@ -9,7 +9,7 @@ use order_service::{
     domain::{NewOrder, Order},
     store::{
         CreateCommand, Created, IdempotencyClaim, OrderStore, mysql::MySqlOrderStore, sqlite,
-        sqlite::SqliteOrderStore,
+        sqlite::SqliteOrderStore, writer::WriterLimits,
     },
 };
 use test_support::TestDatabase;
@@ -34,8 +34,12 @@ fn command(key: &str) -> CreateCommand {
         },
         order,
         idempotency: Some(IdempotencyClaim { key: key.into(), fingerprint }),
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(10),
+        gate: Default::default(),
     }
 }
+
+const LIMITS: WriterLimits = WriterLimits { writers: 2, batch_size: 16, queue_capacity: 64 };
 
 async fn forgets_old_keys(store: Arc<dyn OrderStore>) {
     assert!(matches!(store.create(command("old-key")).await.unwrap(), Created::New(_)));
@@ -54,7 +58,7 @@ async fn mysql_forgets_old_idempotency_keys() {
     let database = TestDatabase::create().await.unwrap();
     let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
     order_service::MIGRATOR.run(&pool).await.unwrap();
-    forgets_old_keys(Arc::new(MySqlOrderStore::new(pool.clone(), 2, 16))).await;
+    forgets_old_keys(Arc::new(MySqlOrderStore::new(pool.clone(), LIMITS))).await;
     pool.close().await;
     database.drop().await.unwrap();
 }
@@ -64,7 +68,7 @@ async fn sqlite_forgets_old_idempotency_keys() {
     let directory = std::env::temp_dir().join(format!("orderflow-housekeeping-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
     let pool = sqlite::open(&directory.join("orders.db")).await.unwrap();
-    forgets_old_keys(Arc::new(SqliteOrderStore::new(pool.clone(), 16))).await;
+    forgets_old_keys(Arc::new(SqliteOrderStore::new(pool.clone(), LIMITS))).await;
     pool.close().await;
     let _ = std::fs::remove_dir_all(&directory);
 }

@@ -234,3 +234,122 @@ async fn publish_all(relay: &Relay, outbox: &MySqlOutbox) -> usize {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A write that can only begin and finish as the test says: `orders` locked by another session.
+async fn lock_orders(app: &TestApp) -> MySqlConnection {
+    let mut blocker = MySqlConnection::connect(app.settings.database.url.as_deref().unwrap()).await.unwrap();
+    sqlx::query("LOCK TABLES orders WRITE").execute(&mut blocker).await.unwrap();
+    blocker
+}
+
+async fn unlock(mut blocker: MySqlConnection) {
+    sqlx::query("UNLOCK TABLES").execute(&mut blocker).await.unwrap();
+}
+
+/// POSTs in the background; its status, `Retry-After` and body.
+fn post_in_background(
+    app: &TestApp,
+    body: Value,
+    key: Option<&str>,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+    let mut request = reqwest::Client::new().post(app.url("/orders")).json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    tokio::spawn(async move {
+        let response = request.send().await.expect("POST /orders");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        (status, retry_after, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+#[tokio::test]
+async fn a_write_still_running_at_its_deadline_is_answered_504_and_its_key_tells_the_outcome() {
+    let app = TestApp::spawn_with(|s| {
+        s.orders.write_timeout_ms = 1_000;
+        s.orders.writers = 1;
+    })
+    .await;
+    let blocker = lock_orders(&app).await;
+    let body = order_body("unsure", "7.00");
+    let started = std::time::Instant::now();
+    let (status, retry_after, error) =
+        post_in_background(&app, body.clone(), Some("unsure-1")).await.unwrap();
+    assert_eq!(status, 504, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at the write deadline");
+    assert_eq!(error["error"], "outcome_unknown");
+    assert_eq!(retry_after, None, "never told to retry blindly");
+
+    // The write was under way: it commits once the lock goes, exactly once.
+    unlock(blocker).await;
+    eventually(Duration::from_secs(10), "the order committed", || async {
+        (app.count("SELECT COUNT(*) FROM orders").await == 1).then_some(())
+    })
+    .await;
+    let (status, _, order) = post_in_background(&app, body, Some("unsure-1")).await.unwrap();
+    assert_eq!(status, 201, "the same key returns the order: {order}");
+    assert_eq!(order["customer_id"], "unsure");
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn writes_that_cannot_begin_before_their_deadline_are_never_written() {
+    let app = TestApp::spawn_with(|s| {
+        s.orders.write_timeout_ms = 1_000;
+        s.orders.writers = 1;
+        s.orders.write_batch_size = 1;
+    })
+    .await;
+    let blocker = lock_orders(&app).await;
+    let first = post_in_background(&app, order_body("first", "1.00"), None);
+    // The one writer is held by the first order: these wait behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late: Vec<_> = (0..3).map(|_| post_in_background(&app, order_body("late", "2.00"), None)).collect();
+    for waiting in late {
+        let (status, retry_after, error) = waiting.await.unwrap();
+        assert_eq!(status, 503, "{error}");
+        assert_eq!(retry_after.as_deref(), Some("1"), "nothing was written: retrying is safe");
+    }
+    assert_eq!(first.await.unwrap().0, 504);
+
+    unlock(blocker).await;
+    eventually(Duration::from_secs(10), "the first order committed", || async {
+        (app.count("SELECT COUNT(*) FROM orders").await == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE customer_id = 'late'").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_full_write_queue_answers_503_at_once() {
+    let app = TestApp::spawn_with(|s| {
+        s.orders.write_timeout_ms = 5_000;
+        s.orders.writers = 1;
+        s.orders.write_batch_size = 1;
+        s.orders.max_waiting_writes = 1;
+    })
+    .await;
+    let blocker = lock_orders(&app).await;
+    let writing = post_in_background(&app, order_body("writing", "1.00"), None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = post_in_background(&app, order_body("waiting", "1.00"), None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let (status, retry_after, error) =
+        post_in_background(&app, order_body("refused", "1.00"), None).await.unwrap();
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+
+    unlock(blocker).await;
+    assert_eq!(writing.await.unwrap().0, 201);
+    assert_eq!(waiting.await.unwrap().0, 201);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE customer_id = 'refused'").await, 0);
+    app.cleanup().await;
+}

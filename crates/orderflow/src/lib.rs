@@ -119,7 +119,7 @@ async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result
     let backends = order_service::Backends {
         store: Arc::new(order_service::store::sqlite::SqliteOrderStore::new(
             pool,
-            settings.orders.write_batch_size,
+            settings.orders.writer_limits(),
         )),
         outbox: Arc::new(outbox),
         cache: Arc::new(MemoryCache::new(settings.cache_max_bytes)),

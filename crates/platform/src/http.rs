@@ -103,6 +103,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }
 
+    /// 504: the request may or may not have taken effect (it was still running when it had to be
+    /// answered). Never answered with `Retry-After`: retrying blindly could do it twice.
+    pub fn outcome_unknown(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
+    }
+
     /// 500: details stay in the logs, never in the answer.
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
@@ -221,9 +227,16 @@ pub fn with_middleware(router: Router, settings: &HttpSettings, http_metrics: Ht
         })
         .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| async move {
+            // A read that timed out can be retried; a write may have happened meanwhile.
+            let safe = request.method().is_safe();
             match tokio::time::timeout(timeout, next.run(request)).await {
                 Ok(response) => response,
-                Err(_) => ApiError::unavailable("the request took too long").into_response(),
+                Err(_) if safe => ApiError::unavailable("the request took too long").into_response(),
+                Err(_) => ApiError::outcome_unknown(
+                    "the request took too long and may or may not have taken effect; retry it with the same \
+                     Idempotency-Key to find out",
+                )
+                .into_response(),
             }
         }))
         .layer(middleware::from_fn_with_state(http_metrics, record_metrics))

@@ -84,6 +84,9 @@ impl Default for RedisSettings {
 pub enum RedisError {
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// Redis answered, with an error (an unknown or forbidden command, a wrong type).
+    #[error("redis refused the command: {0}")]
+    Refused(String),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
 }
@@ -121,7 +124,13 @@ impl RedisClient {
     {
         let work = async {
             let mut connection = self.connection().await?;
-            operation(&mut connection).await.map_err(|e| RedisError::Unavailable(e.to_string()))
+            operation(&mut connection).await.map_err(|error| {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+                    RedisError::Unavailable(error.to_string())
+                } else {
+                    RedisError::Refused(error.to_string())
+                }
+            })
         };
         let result = match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result,

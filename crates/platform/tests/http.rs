@@ -49,6 +49,10 @@ async fn start(settings: HttpSettings) -> Server {
             get(|| async {
                 tokio::time::sleep(Duration::from_millis(800)).await;
                 "done"
+            })
+            .post(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                "written"
             }),
         )
         .route("/echo", post(|JsonBody(echo): JsonBody<Echo>| async move { format!("{}", echo.count) }))
@@ -140,12 +144,20 @@ async fn errors_have_the_documented_body() {
 }
 
 #[tokio::test]
-async fn slow_requests_time_out_with_503() {
+async fn slow_reads_time_out_with_503_and_slow_writes_with_504() {
     let server = start(settings()).await;
     let response = reqwest::get(format!("{}/slow", server.base)).await.unwrap();
     assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "service_unavailable");
+
+    // A write may have happened: the client is not told to retry, but that the outcome is unknown.
+    let response = reqwest::Client::new().post(format!("{}/slow", server.base)).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(response.headers().get("retry-after").is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "outcome_unknown");
     server.shutdown.trigger();
     server.task.await.unwrap().unwrap();
 }

@@ -7,6 +7,7 @@
 mod listener;
 mod proxy;
 mod publisher;
+mod redis_server;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,7 @@ use sqlx::{Connection, Executor, MySqlConnection};
 pub use listener::{EventListener, Listener, ReceivedEvent};
 pub use proxy::FaultProxy;
 pub use publisher::TestPublisher;
+pub use redis_server::PrivateRedis;
 
 /// Real telemetry for a service under test (trace context flows as in production); its logs are
 /// shown on stderr only when `TEST_LOG` is set.

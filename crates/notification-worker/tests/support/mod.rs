@@ -74,8 +74,8 @@ pub struct TestWorker {
 }
 
 impl TestWorker {
-    /// Starts the worker with test settings adjusted by `adjust`, and waits until it is ready
-    /// and its queue exists.
+    /// Starts the worker with test settings adjusted by `adjust`, and waits until it consumes its
+    /// queue.
     pub async fn spawn_with(receiver: &Receiver, adjust: impl FnOnce(&mut Settings)) -> TestWorker {
         init_telemetry();
         let mut settings = test_settings(&unique_name(), &receiver.url);
@@ -109,10 +109,8 @@ impl TestWorker {
             worker.bus.queue_depths(worker.queue()).await.ok()
         })
         .await;
-        eventually(WAIT, "the worker to be ready", || async {
-            (worker.readiness().await.0 == 200).then_some(())
-        })
-        .await;
+        // Consuming, whatever its other dependencies say.
+        test_support::wait_for_consumer(worker.queue(), WAIT).await;
         worker
     }
 

@@ -3,6 +3,7 @@
 
 pub mod mysql;
 pub mod sqlite;
+pub mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +20,9 @@ pub struct CreateCommand {
     /// The `OrderCreated` event, stored in the outbox in the same transaction.
     pub event: OutgoingMessage,
     pub idempotency: Option<IdempotencyClaim>,
+    /// The write begins before this or never.
+    pub deadline: tokio::time::Instant,
+    pub gate: writer::WriteGate,
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request that carried it.
@@ -54,6 +58,15 @@ pub enum StoreError {
     /// A passing conflict (deadlock, lock timeout); the caller may retry.
     #[error("database conflict: {0}")]
     Conflict(String),
+    /// Too many writes are waiting; this one was not queued, nothing was written.
+    #[error("too many writes are waiting")]
+    Busy,
+    /// Its deadline passed before the write began: nothing was written, nor will be.
+    #[error("the write could not begin in time")]
+    Expired,
+    /// The write had begun when its deadline passed: it may or may not commit.
+    #[error("the write was still in progress at its deadline")]
+    OutcomeUnknown,
     #[error("the idempotency key was used for a different request")]
     IdempotencyConflict,
     #[error("stored order is corrupt: {0}")]
@@ -71,6 +84,17 @@ impl From<sqlx::Error> for StoreError {
             Failure::Outage => StoreError::Unavailable(error.to_string()),
             Failure::Conflict => StoreError::Conflict(error.to_string()),
             Failure::Rejected | Failure::Other => StoreError::Database(error),
+        }
+    }
+}
+
+impl StoreError {
+    /// The error of a failed batch, for each of its callers (sqlx errors cannot be cloned).
+    pub(crate) fn for_each_caller(error: &sqlx::Error) -> StoreError {
+        match platform::database::failure(error) {
+            Failure::Outage => StoreError::Unavailable(error.to_string()),
+            Failure::Conflict => StoreError::Conflict(error.to_string()),
+            Failure::Rejected | Failure::Other => StoreError::Failed(error.to_string()),
         }
     }
 }

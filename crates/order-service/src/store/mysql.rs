@@ -1,9 +1,9 @@
 //! Orders in MySQL / MariaDB.
 //!
-//! Writes are grouped: concurrent `create` calls are queued and a few writer tasks each take
-//! whatever is waiting and store it in one transaction (one multi-row INSERT per table, one
-//! commit). Under load this turns thousands of small transactions into a few dozen, which is what
-//! lets the outbox's extra row cost almost nothing.
+//! Writes are grouped ([`super::writer`]): a few writer tasks each store whatever is waiting in
+//! one transaction (one multi-row INSERT per table, one commit). Under load this turns thousands
+//! of small transactions into a few dozen, which is what lets the outbox's extra row cost almost
+//! nothing.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -11,52 +11,41 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::{Money, OrderStatus};
 use sqlx::{MySqlPool, QueryBuilder, Row, mysql::MySqlRow};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use messaging::outbox::HANDOFF_RESERVATION;
 
-use super::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError};
+use super::{
+    CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError,
+    writer::{BatchWrite, WriteQueue, WriteRequest, WriterLimits},
+};
 use crate::domain::Order;
 
 const ORDER_COLUMNS: &str =
     "o.id, o.customer_id, o.product_id, o.quantity, o.total_minor, o.status, o.created_at, o.updated_at";
 
-type Reply = oneshot::Sender<Result<Created, StoreError>>;
-
-struct WriteRequest {
-    command: CreateCommand,
-    reply: Reply,
-}
-
 pub struct MySqlOrderStore {
     pool: MySqlPool,
-    writes: mpsc::Sender<WriteRequest>,
+    writes: WriteQueue,
 }
 
 impl MySqlOrderStore {
-    /// Starts `writers` writer tasks, each storing up to `batch_size` orders per transaction.
-    pub fn new(pool: MySqlPool, writers: usize, batch_size: usize) -> Self {
-        let writers = writers.max(1);
-        let batch_size = batch_size.max(1);
-        let (writes, queue) = mpsc::channel(writers * batch_size * 2);
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..writers {
-            tokio::spawn(writer(pool.clone(), queue.clone(), batch_size));
-        }
+    /// Starts the writer tasks.
+    pub fn new(pool: MySqlPool, limits: WriterLimits) -> Self {
+        let writes = WriteQueue::start(Arc::new(MySqlWriter { pool: pool.clone() }), limits);
         MySqlOrderStore { pool, writes }
     }
 }
 
-async fn writer(pool: MySqlPool, queue: Arc<Mutex<mpsc::Receiver<WriteRequest>>>, batch_size: usize) {
-    loop {
-        let mut batch = Vec::with_capacity(batch_size);
-        // Take everything waiting (at least one), then let the next writer gather while this one
-        // talks to the database.
-        if queue.lock().await.recv_many(&mut batch, batch_size).await == 0 {
-            return; // the store was dropped
-        }
-        write_batch(&pool, batch).await;
+struct MySqlWriter {
+    pool: MySqlPool,
+}
+
+#[async_trait]
+impl BatchWrite for MySqlWriter {
+    async fn write_batch(&self, batch: Vec<WriteRequest>) {
+        write_batch(&self.pool, batch).await;
     }
 }
 
@@ -178,18 +167,6 @@ fn replay(claim: &IdempotencyClaim, order: &Order, fingerprint: &[u8; 32]) -> Re
     }
 }
 
-impl StoreError {
-    /// The error of a failed batch, for each of its callers (sqlx errors cannot be cloned).
-    fn for_each_caller(error: &sqlx::Error) -> StoreError {
-        use platform::database::Failure;
-        match platform::database::failure(error) {
-            Failure::Outage => StoreError::Unavailable(error.to_string()),
-            Failure::Conflict => StoreError::Conflict(error.to_string()),
-            Failure::Rejected | Failure::Other => StoreError::Failed(error.to_string()),
-        }
-    }
-}
-
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
@@ -304,12 +281,7 @@ fn order_from_row(row: &MySqlRow) -> Result<Order, sqlx::Error> {
 #[async_trait]
 impl OrderStore for MySqlOrderStore {
     async fn create(&self, command: CreateCommand) -> Result<Created, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(WriteRequest { command, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("order writer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("order writer stopped".into()))?
+        self.writes.create(command).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {

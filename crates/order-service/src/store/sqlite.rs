@@ -1,21 +1,23 @@
 //! Orders in SQLite, for the embedded mode (schema: `migrations/order-service/sqlite`).
 //!
-//! SQLite takes one writer at a time, so writes are grouped by one writer task: it takes whatever
-//! `create` calls are waiting and stores them in one `BEGIN IMMEDIATE` transaction (one commit,
-//! one sync to disk for the whole group). Idempotency keys are checked inside that transaction,
-//! where nothing can change under it.
+//! SQLite takes one writer at a time, so writes are grouped ([`super::writer`]) by one writer
+//! task: it stores whatever is waiting in one `BEGIN IMMEDIATE` transaction (one commit, one sync
+//! to disk for the whole group). Idempotency keys are checked inside that transaction, where
+//! nothing can change under it.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::{Money, OrderStatus};
 use platform::sqlite::{SqliteError, begin_write, parse_time, time_text};
 use sqlx::{QueryBuilder, Row, SqliteConnection, SqlitePool, sqlite::SqliteRow};
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError};
+use super::{
+    CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError,
+    writer::{BatchWrite, WriteQueue, WriteRequest, WriterLimits},
+};
 use crate::domain::Order;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order-service/sqlite");
@@ -28,44 +30,37 @@ pub async fn open(path: &Path) -> Result<SqlitePool, SqliteError> {
     platform::sqlite::open(path, &MIGRATOR).await
 }
 
-struct WriteRequest {
-    command: CreateCommand,
-    reply: oneshot::Sender<Result<Created, StoreError>>,
-}
-
 pub struct SqliteOrderStore {
     pool: SqlitePool,
-    writes: mpsc::Sender<WriteRequest>,
+    writes: WriteQueue,
 }
 
 impl SqliteOrderStore {
-    /// Starts the writer task, storing up to `batch_size` orders per transaction.
-    pub fn new(pool: SqlitePool, batch_size: usize) -> Self {
-        let batch_size = batch_size.max(1);
-        let (writes, queue) = mpsc::channel(batch_size * 2);
-        tokio::spawn(writer(pool.clone(), queue, batch_size));
+    /// Starts the writer task (one: SQLite has one writer at a time, whatever `limits` say).
+    pub fn new(pool: SqlitePool, limits: WriterLimits) -> Self {
+        let limits = WriterLimits { writers: 1, ..limits };
+        let writes = WriteQueue::start(Arc::new(SqliteWriter { pool: pool.clone() }), limits);
         SqliteOrderStore { pool, writes }
     }
 }
 
-async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<WriteRequest>, batch_size: usize) {
-    let mut batch = Vec::with_capacity(batch_size);
-    // Take everything waiting (at least one); ends when the store is dropped.
-    while queue.recv_many(&mut batch, batch_size).await > 0 {
-        let requests = std::mem::take(&mut batch);
+struct SqliteWriter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl BatchWrite for SqliteWriter {
+    async fn write_batch(&self, requests: Vec<WriteRequest>) {
         let commands: Vec<&CreateCommand> = requests.iter().map(|request| &request.command).collect();
-        match write_batch(&pool, &commands).await {
+        match write_batch(&self.pool, &commands).await {
             Ok(outcomes) => {
                 for (request, outcome) in requests.into_iter().zip(outcomes) {
                     let _ = request.reply.send(outcome);
                 }
             }
             Err(error) => {
-                // sqlx errors cannot be cloned: each caller gets the message.
-                let message = error.to_string();
                 for request in requests {
-                    let _ =
-                        request.reply.send(Err(StoreError::Unavailable(format!("write failed: {message}"))));
+                    let _ = request.reply.send(Err(StoreError::for_each_caller(&error)));
                 }
             }
         }
@@ -203,12 +198,7 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, sqlx::Error> {
 #[async_trait]
 impl OrderStore for SqliteOrderStore {
     async fn create(&self, command: CreateCommand) -> Result<Created, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(WriteRequest { command, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("order writer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("order writer stopped".into()))?
+        self.writes.create(command).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {

@@ -199,7 +199,7 @@ impl TestApp {
             InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
                 .expect("bus settings");
         let backends = Backends {
-            store: Arc::new(SqliteOrderStore::new(pool.clone(), settings.orders.write_batch_size)),
+            store: Arc::new(SqliteOrderStore::new(pool.clone(), settings.orders.writer_limits())),
             outbox: Arc::new(SqliteOutbox::new(pool.clone())),
             cache: Arc::new(MemoryCache::default()),
             bus: Arc::new(bus.clone()),
