@@ -49,6 +49,11 @@ analytics: ## Show the analytics summary
 bench: servers ## Benchmark the services (release builds) with wrk against the local servers; prints figures
 	scripts/bench/bench.sh
 
+.PHONY: outage-drill
+outage-drill: servers ## Release binaries under steady load while analytics' database and Redis are away for 5 minutes (DRILL_OUTAGE_SECONDS, DRILL_RATE); prints what it saw
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) nextest run --release -p system-tests --test drill --run-ignored only --no-capture
+
 .PHONY: order
 order: ## Create a test order
 	curl -sS -X POST $(ORDER_URL)/orders -H 'Content-Type: application/json' \

@@ -211,36 +211,3 @@ pub fn failure(error: &sqlx::Error) -> Failure {
         _ => Failure::Other,
     }
 }
-
-/// True when work that failed with `error` can never pass as it is.
-pub fn is_rejected(error: &sqlx::Error) -> bool {
-    failure(error) == Failure::Rejected
-}
-
-/// True when the database itself is down for everyone (see [`Failure::Outage`]).
-pub fn is_outage(error: &sqlx::Error) -> bool {
-    failure(error) == Failure::Outage
-}
-
-/// Errors that mean "the database cannot serve this right now, try again" rather than "this
-/// request is wrong": unreachable, overloaded, deadlock, lock wait timeout, failover (MySQL and
-/// SQLite alike).
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            crate::sqlite::is_unavailable(db.as_ref())
-                || db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| {
-                    // shutting down, too many connections, lock wait timeout, deadlock,
-                    // read-only during a failover, query interrupted
-                    matches!(e.number(), 1053 | 1040 | 1205 | 1213 | 1290 | 1317 | 1927)
-                })
-        }
-        _ => false,
-    }
-}

@@ -104,15 +104,6 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
         .map_err(|e| sqlx::Error::Decode(format!("{text:?} is not a stored time: {e}").into()))
 }
 
-/// Errors that say "the database cannot do it right now" (locked for too long, disk full, I/O
-/// failure) rather than "this request is wrong".
-pub fn is_unavailable(error: &dyn DatabaseError) -> bool {
-    let Some(sqlite) = error.try_downcast_ref::<sqlx::sqlite::SqliteError>() else { return false };
-    let Some(code) = sqlite.code().and_then(|code| code.parse::<i32>().ok()) else { return false };
-    // Primary result codes: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN.
-    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14)
-}
-
 /// Classifies an SQLite error (see [`crate::database::Failure`]) by its primary result code.
 pub(crate) fn failure(error: &dyn DatabaseError) -> crate::database::Failure {
     use crate::database::Failure;

@@ -180,6 +180,18 @@ pub async fn wait_for_consumer(queue: &str, timeout: Duration) {
     let _ = connection.close(200, "done".into()).await;
 }
 
+/// Messages ready in `queue`, or `None` when it does not exist.
+pub async fn ready_messages(queue: &str) -> Option<u32> {
+    use lapin::options::QueueDeclareOptions;
+    let connection =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel.queue_declare(queue.into(), options, Default::default()).await.ok();
+    let _ = connection.close(200, "done".into()).await;
+    declared.map(|declared| declared.message_count())
+}
+
 /// The value of one series (`name{labels}`, exactly as exposed) in Prometheus text, 0 if absent.
 pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics
