@@ -89,8 +89,8 @@ PY
 # Where events wait: unpublished outbox rows of each service, then messages in each queue.
 backlog() {
   local orders analytics
-  orders=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.outbox WHERE published_at IS NULL")
-  analytics=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_analytics.outbox WHERE published_at IS NULL")
+  orders=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_orders.outbox")
+  analytics=$(mysql -e "SELECT COUNT(*) FROM ${NAME}_analytics.outbox")
   echo -n "outbox orders=$orders analytics=$analytics; queues "
   rabbitmqctl -q list_queues name messages | awk -v p="$NAME." 'index($1, p) == 1 && $1 !~ /retry|dlq/ {printf "%s=%s ", substr($1, length(p) + 1), $2}'
 }

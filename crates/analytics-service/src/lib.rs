@@ -33,24 +33,6 @@ use crate::{
 
 pub const SERVICE_NAME: &str = "analytics-service";
 
-/// How often old inbox entries are forgotten.
-const HOUSEKEEPING_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Deletes inbox entries older than `retention`, a thousand at a time.
-async fn forget_old_events(store: &dyn AnalyticsStore, retention: std::time::Duration) {
-    let before = chrono::Utc::now() - retention;
-    loop {
-        match store.purge_inbox(before, 1_000).await {
-            Ok(1_000) => continue,
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(event = "housekeeping_failed", error = %error, "could not purge the inbox");
-                return;
-            }
-        }
-    }
-}
-
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/analytics-service/mysql");
 
 /// The backends analytics-service runs on: MySQL, Redis and RabbitMQ in production; SQLite,
@@ -109,11 +91,15 @@ impl Application {
         let relay =
             Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
         let store = backends.store.clone();
-        let retention = settings.analytics.inbox_retention();
-        runtime.shutdown.spawn_periodic(HOUSEKEEPING_PERIOD, move || {
-            let store = store.clone();
-            async move { forget_old_events(store.as_ref(), retention).await }
-        });
+        platform::retention::forget_periodically(
+            &runtime.shutdown,
+            "inbox",
+            settings.analytics.inbox_retention(),
+            move |before, limit| {
+                let store = store.clone();
+                async move { store.purge_inbox(before, limit).await }
+            },
+        );
         let service = AnalyticsService::new(
             backends.store,
             backends.cache,

@@ -117,9 +117,18 @@ impl Pipeline {
                 () = tokio::time::sleep(pause) => {}
             }
             pause = (pause * 2).min(MAX_PAUSE);
-            let subset: Vec<Delivery> = waiting.iter().map(|&index| deliveries[index].clone()).collect();
-            for (index, outcome) in waiting.into_iter().zip(self.handle_guarded(&subset).await) {
-                outcomes[index] = outcome;
+            // One delivery probes the dependency; the others follow only once it is back, so that
+            // a dependency that is still down is not asked once per waiting delivery.
+            let probe = self.handle_guarded(std::slice::from_ref(&deliveries[first])).await;
+            let back = !matches!(probe.first(), Some(Err(HandleError::Unavailable(_))));
+            outcomes[first] =
+                probe.into_iter().next().unwrap_or(Err(HandleError::Unavailable(String::new())));
+            if back && waiting.len() > 1 {
+                let rest: Vec<usize> = waiting[1..].to_vec();
+                let subset: Vec<Delivery> = rest.iter().map(|&index| deliveries[index].clone()).collect();
+                for (index, outcome) in rest.into_iter().zip(self.handle_guarded(&subset).await) {
+                    outcomes[index] = outcome;
+                }
             }
         }
         self.set_paused(None);

@@ -123,6 +123,10 @@ impl NotificationHandler {
 #[async_trait]
 impl EventHandler for NotificationHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
+        // Once a dependency turns out to be down, the rest of the batch waits with it instead of
+        // asking it again, delivery after delivery.
+        let unavailable = std::sync::OnceLock::<String>::new();
+        let unavailable = &unavailable;
         let deliveries: Vec<_> = batch
             .iter()
             .map(|delivery| {
@@ -137,7 +141,17 @@ impl EventHandler for NotificationHandler {
                 platform::telemetry::set_parent_from_headers(&span, |name| {
                     delivery.headers.get(name).cloned()
                 });
-                self.handle_one(delivery).instrument(span)
+                async move {
+                    if let Some(reason) = unavailable.get() {
+                        return Err(HandleError::Unavailable(reason.clone()));
+                    }
+                    let outcome = self.handle_one(delivery).await;
+                    if let Err(HandleError::Unavailable(reason)) = &outcome {
+                        let _ = unavailable.set(reason.clone());
+                    }
+                    outcome
+                }
+                .instrument(span)
             })
             .collect();
         // `buffered` keeps the outcomes in delivery order.

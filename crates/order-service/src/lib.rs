@@ -35,24 +35,6 @@ use crate::{
 
 pub const SERVICE_NAME: &str = "order-service";
 
-/// How often old idempotency keys are forgotten.
-const HOUSEKEEPING_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Deletes idempotency keys older than `retention`, a thousand at a time.
-async fn forget_idempotency_keys(store: &dyn OrderStore, retention: std::time::Duration) {
-    let before = chrono::Utc::now() - retention;
-    loop {
-        match store.purge_idempotency_keys(before, 1_000).await {
-            Ok(1_000) => continue,
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(event = "housekeeping_failed", error = %error, "could not purge idempotency keys");
-                return;
-            }
-        }
-    }
-}
-
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order-service/mysql");
 
 /// The backends order-service runs on: MySQL, Redis and RabbitMQ in production; SQLite, memory
@@ -111,11 +93,15 @@ impl Application {
         let relay =
             Relay::new(backends.outbox, backends.bus.clone(), settings.outbox.clone(), messaging_metrics);
         let store = backends.store.clone();
-        let retention = settings.orders.idempotency_key_retention();
-        runtime.shutdown.spawn_periodic(HOUSEKEEPING_PERIOD, move || {
-            let store = store.clone();
-            async move { forget_idempotency_keys(store.as_ref(), retention).await }
-        });
+        platform::retention::forget_periodically(
+            &runtime.shutdown,
+            "idempotency keys",
+            settings.orders.idempotency_key_retention(),
+            move |before, limit| {
+                let store = store.clone();
+                async move { store.purge_idempotency_keys(before, limit).await }
+            },
+        );
         let service = OrderService::new(
             backends.store,
             backends.cache,

@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod redis;
+pub mod retention;
 pub mod settings;
 pub mod shutdown;
 pub mod sqlite;

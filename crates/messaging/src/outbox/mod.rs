@@ -10,8 +10,11 @@
 //!   them outside any transaction.
 //!
 //! Several replicas can therefore run the relay at once: a row is published by one of them, and
-//! published again only if that one died before marking it sent (consumers deduplicate on
+//! published again only if that one died before removing it (consumers deduplicate on
 //! `event_id`).
+//!
+//! A row leaves the table as soon as the broker has confirmed its event, so the table holds what
+//! waits to be published and nothing else: its size follows the backlog, not the history.
 
 pub mod mysql;
 pub mod sqlite;
@@ -56,7 +59,8 @@ pub enum OutboxError {
 pub trait OutboxStore: Send + Sync {
     /// Leases up to `limit` unpublished rows that are due, oldest first, for `lease`.
     async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError>;
-    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError>;
+    /// Removes the rows whose events the broker has confirmed.
+    async fn remove_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError>;
     /// Makes the rows due again after `retry_after`, recording why they failed.
     async fn mark_failed(
         &self,
@@ -65,8 +69,6 @@ pub trait OutboxStore: Send + Sync {
         error: &str,
     ) -> Result<(), OutboxError>;
     async fn backlog(&self) -> Result<Backlog, OutboxError>;
-    /// Deletes up to `limit` rows published more than `older_than` ago; returns how many.
-    async fn purge_published(&self, older_than: Duration, limit: u32) -> Result<u64, OutboxError>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,9 +83,7 @@ pub struct RelaySettings {
     /// Backoff after a failed publish: `retry_base_ms × 2^(attempts − 1)`, at most `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
-    /// Published rows are kept this long for inspection, then deleted.
-    pub retention_hours: u64,
-    /// How often the backlog gauges are refreshed and old rows purged.
+    /// How often the backlog gauges are refreshed.
     pub housekeeping_interval_ms: u64,
 }
 
@@ -95,7 +95,6 @@ impl Default for RelaySettings {
             poll_interval_ms: 1_000,
             retry_base_ms: 500,
             retry_max_ms: 30_000,
-            retention_hours: 24 * 7,
             housekeeping_interval_ms: 5_000,
         }
     }
@@ -326,7 +325,7 @@ impl Relay {
                 }
             }
         }
-        self.store.mark_published(&sent).await?;
+        self.store.remove_published(&sent).await?;
         let confirmed = sent.len();
         let Some((_, _, first_error)) = failed.first() else {
             return Ok(Published { confirmed, failed: false });
@@ -358,10 +357,6 @@ impl Relay {
             Err(error) => {
                 tracing::warn!(event = "outbox_backlog_failed", error = %error, "could not measure the outbox backlog")
             }
-        }
-        let retention = Duration::from_secs(self.settings.retention_hours * 3600);
-        if let Err(error) = self.store.purge_published(retention, 1_000).await {
-            tracing::warn!(event = "outbox_purge_failed", error = %error, "could not purge published outbox rows");
         }
     }
 }

@@ -64,8 +64,8 @@ impl OutboxStore for MySqlOutbox {
         let mut tx = connection.begin().await?;
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT id, event_id, event_type, routing_key, payload, headers, created_at, attempts \
-             FROM outbox WHERE published_at IS NULL AND available_at <= NOW(6) \
-             ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+             FROM outbox WHERE available_at <= NOW(6) \
+             ORDER BY available_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
         )
         .bind(limit as u64)
         .fetch_all(&mut *tx)
@@ -103,11 +103,11 @@ impl OutboxStore for MySqlOutbox {
             .collect()
     }
 
-    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError> {
+    async fn remove_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError> {
         if event_ids.is_empty() {
             return Ok(());
         }
-        let mut query = QueryBuilder::new("UPDATE outbox SET published_at = NOW(6), last_error = NULL");
+        let mut query = QueryBuilder::new("DELETE FROM outbox");
         where_in(&mut query, "event_id", event_ids);
         query.build().execute(&self.pool).await?;
         Ok(())
@@ -133,7 +133,7 @@ impl OutboxStore for MySqlOutbox {
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS pending, TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) AS oldest_us \
-             FROM outbox WHERE published_at IS NULL",
+             FROM outbox",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -143,16 +143,5 @@ impl OutboxStore for MySqlOutbox {
             pending: pending.max(0) as u64,
             oldest_age: oldest_us.map(|us| Duration::from_micros(us.max(0) as u64)),
         })
-    }
-
-    async fn purge_published(&self, older_than: Duration, limit: u32) -> Result<u64, OutboxError> {
-        let result = sqlx::query(
-            "DELETE FROM outbox WHERE published_at < DATE_SUB(NOW(6), INTERVAL ? SECOND) LIMIT ?",
-        )
-        .bind(older_than.as_secs() as i64)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
     }
 }

@@ -60,12 +60,11 @@ impl SqliteOutbox {
     /// rows should not wait for it to end.
     pub async fn release_leases(&self) -> Result<u64, OutboxError> {
         let now = time_text(Utc::now());
-        let released =
-            sqlx::query("UPDATE outbox SET available_at = ? WHERE published_at IS NULL AND available_at > ?")
-                .bind(&now)
-                .bind(&now)
-                .execute(&self.pool)
-                .await?;
+        let released = sqlx::query("UPDATE outbox SET available_at = ? WHERE available_at > ?")
+            .bind(&now)
+            .bind(&now)
+            .execute(&self.pool)
+            .await?;
         Ok(released.rows_affected())
     }
 }
@@ -88,7 +87,7 @@ impl OutboxStore for SqliteOutbox {
         let mut tx = begin_write(&self.pool).await?;
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT id, event_id, event_type, routing_key, payload, headers, created_at, attempts \
-             FROM outbox WHERE published_at IS NULL AND available_at <= ? ORDER BY id LIMIT ?",
+             FROM outbox WHERE available_at <= ? ORDER BY available_at, id LIMIT ?",
         )
         .bind(time_text(Utc::now()))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -128,12 +127,11 @@ impl OutboxStore for SqliteOutbox {
             .collect()
     }
 
-    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError> {
+    async fn remove_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError> {
         if event_ids.is_empty() {
             return Ok(());
         }
-        let mut query = QueryBuilder::new("UPDATE outbox SET last_error = NULL, published_at = ");
-        query.push_bind(time_text(Utc::now()));
+        let mut query = QueryBuilder::new("DELETE FROM outbox");
         where_in(&mut query, "event_id", event_ids);
         query.build().execute(&self.pool).await?;
         Ok(())
@@ -157,11 +155,9 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM outbox")
+            .fetch_one(&self.pool)
+            .await?;
         let pending: i64 = row.try_get("pending")?;
         let oldest: Option<String> = row.try_get("oldest")?;
         let oldest_age = match oldest {
@@ -169,19 +165,6 @@ impl OutboxStore for SqliteOutbox {
             None => None,
         };
         Ok(Backlog { pending: u64::try_from(pending).unwrap_or_default(), oldest_age })
-    }
-
-    async fn purge_published(&self, older_than: Duration, limit: u32) -> Result<u64, OutboxError> {
-        let cutoff = Utc::now() - offset(older_than);
-        let result = sqlx::query(
-            "DELETE FROM outbox WHERE id IN \
-             (SELECT id FROM outbox WHERE published_at < ? ORDER BY id LIMIT ?)",
-        )
-        .bind(time_text(cutoff))
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
     }
 }
 
@@ -205,12 +188,14 @@ mod tests {
         static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
         let directory = std::env::temp_dir().join(format!("outbox-sqlite-{}", Uuid::new_v4().simple()));
         let pool = platform::sqlite::open(&directory.join("outbox.db"), &MIGRATOR).await.unwrap();
-        sqlx::raw_sql(include_str!(
-            "../../../../migrations/order-service/sqlite/20261124000002_create_outbox.sql"
-        ))
-        .execute(&pool)
-        .await
-        .unwrap();
+        for migration in [
+            include_str!("../../../../migrations/order-service/sqlite/20261124000002_create_outbox.sql"),
+            include_str!(
+                "../../../../migrations/order-service/sqlite/20261130000001_outbox_rows_leave_when_published.sql"
+            ),
+        ] {
+            sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+        }
         (SqliteOutbox::new(pool), TempDir(directory))
     }
 
@@ -233,7 +218,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn claims_lease_rows_oldest_first_until_published() {
+    async fn claims_lease_rows_oldest_first_until_published_then_removes_them() {
         let (outbox, directory) = outbox().await;
         let messages: Vec<_> = (0..5).map(message).collect();
         enqueue_all(&outbox, &messages).await;
@@ -247,10 +232,13 @@ mod tests {
         assert_eq!(second.len(), 2);
         assert!(outbox.claim(10, Duration::from_secs(30)).await.unwrap().is_empty());
 
-        outbox.mark_published(&first.iter().map(|r| r.message.event_id).collect::<Vec<_>>()).await.unwrap();
+        outbox.remove_published(&first.iter().map(|r| r.message.event_id).collect::<Vec<_>>()).await.unwrap();
         let backlog = outbox.backlog().await.unwrap();
         assert_eq!(backlog.pending, 2);
         assert!(backlog.oldest_age.is_some());
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(&outbox.pool).await.unwrap();
+        assert_eq!(rows, 2, "published rows are gone");
 
         // A failed publish makes the rows due after the backoff, with one more attempt counted.
         let ids: Vec<i64> = second.iter().map(|r| r.id).collect();
@@ -270,21 +258,6 @@ mod tests {
         assert_eq!(outbox.claim(10, Duration::from_secs(3600)).await.unwrap().len(), 2);
         assert_eq!(outbox.release_leases().await.unwrap(), 2);
         assert_eq!(outbox.claim(10, Duration::from_secs(3600)).await.unwrap().len(), 2);
-        outbox.pool.close().await;
-        drop(directory);
-    }
-
-    #[tokio::test]
-    async fn old_published_rows_are_purged() {
-        let (outbox, directory) = outbox().await;
-        enqueue_all(&outbox, &[message(1), message(2), message(3)]).await;
-        let claimed = outbox.claim(2, Duration::from_secs(30)).await.unwrap();
-        outbox.mark_published(&claimed.iter().map(|r| r.message.event_id).collect::<Vec<_>>()).await.unwrap();
-        assert_eq!(outbox.purge_published(Duration::from_secs(3600), 10).await.unwrap(), 0, "too recent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(outbox.purge_published(Duration::ZERO, 1).await.unwrap(), 1, "at most the limit");
-        assert_eq!(outbox.purge_published(Duration::ZERO, 10).await.unwrap(), 1);
-        assert_eq!(outbox.backlog().await.unwrap().pending, 1, "unpublished rows stay");
         outbox.pool.close().await;
         drop(directory);
     }
