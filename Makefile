@@ -49,6 +49,11 @@ analytics: ## Show the analytics summary
 bench: servers ## Benchmark the services (release builds) with wrk against the local servers; prints figures
 	scripts/bench/bench.sh
 
+.PHONY: soak
+soak: servers ## Release binaries at ~70% of measured capacity for 10 minutes (SOAK_MINUTES, SOAK_RATE, SOAK_LOAD, SOAK_RETENTION_MINUTES); a line a minute
+	$(CARGO) build --release --workspace --bins
+	$${CARGO_TARGET_DIR:-target}/release/bench soak
+
 .PHONY: outage-drill
 outage-drill: servers ## Release binaries under steady load while analytics' database and Redis are away for 5 minutes (DRILL_OUTAGE_SECONDS, DRILL_RATE); prints what it saw
 	$(CARGO) build --release --workspace --bins

@@ -30,14 +30,17 @@ pub struct Settings {
 pub struct AnalyticsSettings {
     /// Longest time a cached summary can outlive a failed cache refresh.
     pub summary_cache_ttl_seconds: u64,
-    /// How long a counted event's id is remembered: a redelivery or replay after that would be
-    /// counted again.
-    pub inbox_retention_days: u64,
+    /// How long a counted event's id is remembered (30 days): a second copy of the event arriving
+    /// later would be counted again. Copies come from a redelivery after a crash or a lost
+    /// connection (seconds), a relay that published but died before removing its row (the outbox
+    /// lease, 30 s), the retry queues (their delays, minutes), a pause for an outage (its length),
+    /// and a replay from the dead-letter queue (whenever an operator replays).
+    pub inbox_retention_minutes: u64,
 }
 
 impl Default for AnalyticsSettings {
     fn default() -> Self {
-        AnalyticsSettings { summary_cache_ttl_seconds: 10, inbox_retention_days: 30 }
+        AnalyticsSettings { summary_cache_ttl_seconds: 10, inbox_retention_minutes: 30 * 24 * 60 }
     }
 }
 
@@ -47,7 +50,7 @@ impl AnalyticsSettings {
     }
 
     pub fn inbox_retention(&self) -> Duration {
-        Duration::from_secs(self.inbox_retention_days * 86_400)
+        Duration::from_secs(self.inbox_retention_minutes.saturating_mul(60))
     }
 }
 

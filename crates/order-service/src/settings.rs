@@ -42,8 +42,9 @@ pub struct OrderSettings {
     pub write_timeout_ms: u64,
     /// Writes that may wait for a writer; one more is answered 503 at once.
     pub max_waiting_writes: usize,
-    /// How long an `Idempotency-Key` is remembered.
-    pub idempotency_key_retention_hours: u64,
+    /// How long an `Idempotency-Key` is remembered (24 hours): a client retrying with the same key
+    /// later creates a new order. It covers any client's retries of one request.
+    pub idempotency_key_retention_minutes: u64,
 }
 
 impl Default for OrderSettings {
@@ -54,7 +55,7 @@ impl Default for OrderSettings {
             write_batch_size: 128,
             write_timeout_ms: 5_000,
             max_waiting_writes: 1_024,
-            idempotency_key_retention_hours: 24,
+            idempotency_key_retention_minutes: 24 * 60,
         }
     }
 }
@@ -92,7 +93,7 @@ impl OrderSettings {
     }
 
     pub fn idempotency_key_retention(&self) -> Duration {
-        Duration::from_secs(self.idempotency_key_retention_hours * 3600)
+        Duration::from_secs(self.idempotency_key_retention_minutes.saturating_mul(60))
     }
 }
 

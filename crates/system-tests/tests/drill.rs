@@ -27,6 +27,9 @@ async fn an_outage_of_minutes_under_steady_load_loses_and_parks_nothing() {
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let started = Instant::now();
     let (mut cut_at, mut restored_at) = (None, None);
+    // After the outage: when the summary counted every order accepted until it ended.
+    let mut accepted_at_restore = 0;
+    let mut caught_up: Option<Duration> = None;
     while started.elapsed() < before_and_after * 2 + outage {
         let elapsed = started.elapsed();
         if cut_at.is_none() && elapsed >= before_and_after {
@@ -39,10 +42,21 @@ async fn an_outage_of_minutes_under_steady_load_loses_and_parks_nothing() {
             faults.analytics_db.restore();
             faults.redis.restore();
             restored_at = Some(Instant::now());
+            accepted_at_restore = ids.len();
             eprintln!(
                 "drill: restored after {:.0} s, {} orders accepted so far",
                 outage.as_secs_f64(),
                 ids.len()
+            );
+        }
+        if let Some(restored) = restored_at
+            && caught_up.is_none()
+            && system.summary().await["total_orders"].as_u64().unwrap_or(0) >= accepted_at_restore as u64
+        {
+            caught_up = Some(restored.elapsed());
+            eprintln!(
+                "drill: the {accepted_at_restore} orders accepted until then were counted {:.1} s after",
+                restored.elapsed().as_secs_f64()
             );
         }
         ticker.tick().await;
@@ -95,11 +109,16 @@ async fn an_outage_of_minutes_under_steady_load_loses_and_parks_nothing() {
     }
     eprintln!(
         "drill: outage {} s at {rate} orders/s; accepted {accepted}, counted {}, processed {accepted}, \
-         notified {}, parked {parked}, retried {retried}; after recovery: summary exact in {:.1} s, \
-         every order processed in {:.1} s, every notification sent in {:.1} s",
+         notified {}, parked {parked}, retried {retried}; the {accepted_at_restore} orders accepted until \
+         the recovery were counted {} after it; the load went on {:.0} s after the recovery, and then: \
+         summary exact {:.1} s after the recovery, every order processed {:.1} s after, every \
+         notification sent {:.1} s after",
         outage.as_secs(),
         summary["total_orders"],
         calls.len(),
+        caught_up
+            .map_or("(not while the load ran)".to_owned(), |after| format!("{:.1} s", after.as_secs_f64())),
+        before_and_after.as_secs_f64(),
         summary_exact.as_secs_f64(),
         all_processed.as_secs_f64(),
         all_notified.as_secs_f64(),

@@ -1,0 +1,147 @@
+//! Load on `POST /orders`: at a fixed rate (open loop: the schedule does not wait for answers), or
+//! as fast as a number of clients are answered (closed loop). Every order is different and carries
+//! an `Idempotency-Key` of its own, as careful clients send.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Semaphore;
+
+/// Requests in flight at most: past it the schedule waits, rather than pile up without bound.
+const MAX_IN_FLIGHT: usize = 1024;
+
+pub struct OrderClient {
+    http: reqwest::Client,
+    url: String,
+    sent: AtomicU64,
+    run: String,
+}
+
+impl OrderClient {
+    pub fn new(order_service: &str) -> OrderClient {
+        OrderClient {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(MAX_IN_FLIGHT)
+                .build()
+                .expect("HTTP client"),
+            url: format!("{order_service}/orders"),
+            sent: AtomicU64::new(0),
+            run: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// One new order; whether it was created (201), and how long the answer took.
+    pub async fn post(&self) -> (bool, Duration) {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        let cents = (n * 7919) % 100_000 + 1;
+        let body = format!(
+            r#"{{"customer_id":"bench-{}","product_id":"product-{}","quantity":{},"total_amount":{}.{:02}}}"#,
+            n % 1000,
+            n % 50,
+            n % 5 + 1,
+            cents / 100,
+            cents % 100
+        );
+        let started = Instant::now();
+        let answer = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("{}-{n}", self.run))
+            .body(body)
+            .send()
+            .await;
+        let created = matches!(&answer, Ok(response) if response.status().as_u16() == 201);
+        if let Ok(response) = answer {
+            let _ = response.bytes().await;
+        }
+        (created, started.elapsed())
+    }
+}
+
+/// What a stretch of load saw.
+#[derive(Default)]
+pub struct Window {
+    pub created: u64,
+    pub failed: u64,
+    /// Answer times in microseconds.
+    latencies: Vec<u32>,
+}
+
+impl Window {
+    fn record(&mut self, created: bool, latency: Duration) {
+        if created {
+            self.created += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.latencies.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+    }
+
+    /// The `q`-quantile of the answer times (0.5, 0.99, …).
+    pub fn quantile(&mut self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        Duration::from_micros(u64::from(self.latencies[index]))
+    }
+}
+
+pub type SharedWindow = Arc<Mutex<Window>>;
+
+/// Sends `rate` orders per second until `until`, recording each answer into whichever window
+/// `window` holds when the answer comes (the caller swaps it to cut the run into periods).
+pub async fn at_rate(client: Arc<OrderClient>, rate: f64, until: Instant, window: Arc<Mutex<SharedWindow>>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let started = Instant::now();
+    let mut due: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = tokio::task::JoinSet::new();
+    while Instant::now() < until {
+        tick.tick().await;
+        // Send whatever the schedule says is due by now.
+        let should_have_sent = (started.elapsed().as_secs_f64() * rate) as u64;
+        while due < should_have_sent {
+            due += 1;
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let client = client.clone();
+            let window = window.clone();
+            tasks.spawn(async move {
+                let (created, latency) = client.post().await;
+                let current = window.lock().unwrap().clone();
+                current.lock().unwrap().record(created, latency);
+                drop(permit);
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// `clients` clients, each sending the next order as soon as the last is answered, until
+/// `until`; how many orders were created.
+pub async fn flat_out(client: Arc<OrderClient>, clients: usize, until: Instant) -> u64 {
+    let created = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let client = client.clone();
+        let created = created.clone();
+        tasks.spawn(async move {
+            while Instant::now() < until {
+                if client.post().await.0 {
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    created.load(Ordering::Relaxed)
+}
