@@ -46,8 +46,9 @@ analytics: ## Show the analytics summary
 	curl -sS $(ANALYTICS_URL)/analytics/summary; echo
 
 .PHONY: bench
-bench: servers ## Benchmark the services (release builds) with wrk against the local servers; prints figures
-	scripts/bench/bench.sh
+bench: servers ## Whole-system CPU per order and per cached read, rates and times, on the local servers and embedded (BENCH_SECONDS); prints figures
+	$(CARGO) build --release --workspace --bins
+	$${CARGO_TARGET_DIR:-target}/release/bench run
 
 .PHONY: soak
 soak: servers ## Release binaries at ~70% of measured capacity for 10 minutes (SOAK_MINUTES, SOAK_RATE, SOAK_LOAD, SOAK_RETENTION_MINUTES); a line a minute

@@ -194,3 +194,62 @@ async fn remove_leftovers(servers: &Servers, queues: &Queues) {
         format!("redis-cli -p {port} --scan --pattern '{NAME}:*' | xargs -r redis-cli -p {port} del");
     let _ = Command::new("sh").args(["-c", &script]).stdout(Stdio::null()).status().await;
 }
+
+/// The one-process system (`orderflow`, embedded backends) in a data directory of its own.
+pub struct Embedded {
+    pub order_port: u16,
+    pub analytics_port: u16,
+    pub notification_port: u16,
+    child: Child,
+    directory: PathBuf,
+}
+
+impl Embedded {
+    pub async fn start(binaries: &Path) -> anyhow::Result<Embedded> {
+        let directory =
+            std::env::temp_dir().join(format!("{NAME}-embedded-{}", uuid::Uuid::new_v4().simple()));
+        let (order_port, analytics_port, notification_port) = (free_port()?, free_port()?, free_port()?);
+        let child = Command::new(binaries.join("orderflow"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LOG_LEVEL", "warn")
+            .env("ORDERFLOW_DATA_DIR", &directory)
+            .env("ORDERFLOW_ORDER_PORT", order_port.to_string())
+            .env("ORDERFLOW_ANALYTICS_PORT", analytics_port.to_string())
+            .env("ORDERFLOW_NOTIFICATION_PORT", notification_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start orderflow")?;
+        let embedded = Embedded { order_port, analytics_port, notification_port, child, directory };
+        let client = reqwest::Client::new();
+        for port in [order_port, analytics_port, notification_port] {
+            let mut ready = false;
+            for _ in 0..300 {
+                if let Ok(response) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+                    && response.status().is_success()
+                {
+                    ready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::ensure!(ready, "orderflow did not become ready on :{port}");
+        }
+        Ok(embedded)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}

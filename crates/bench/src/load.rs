@@ -64,6 +64,27 @@ impl OrderClient {
     }
 }
 
+/// `GET` of one path, as fast as answered.
+pub struct Reader {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Reader {
+    pub fn new(url: String) -> Reader {
+        Reader { http: reqwest::Client::new(), url }
+    }
+
+    pub async fn get(&self) -> (bool, Duration) {
+        let started = Instant::now();
+        let ok = match self.http.get(&self.url).send().await {
+            Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+            Err(_) => false,
+        };
+        (ok, started.elapsed())
+    }
+}
+
 /// What a stretch of load saw.
 #[derive(Default)]
 pub struct Window {
@@ -74,7 +95,7 @@ pub struct Window {
 }
 
 impl Window {
-    fn record(&mut self, created: bool, latency: Duration) {
+    pub fn record(&mut self, created: bool, latency: Duration) {
         if created {
             self.created += 1;
         } else {
@@ -126,22 +147,31 @@ pub async fn at_rate(client: Arc<OrderClient>, rate: f64, until: Instant, window
     while tasks.join_next().await.is_some() {}
 }
 
-/// `clients` clients, each sending the next order as soon as the last is answered, until
-/// `until`; how many orders were created.
-pub async fn flat_out(client: Arc<OrderClient>, clients: usize, until: Instant) -> u64 {
-    let created = Arc::new(AtomicU64::new(0));
+/// `clients` clients, each sending the next request as soon as the last is answered, until
+/// `until`; what they saw (`created` counts the successful answers).
+pub async fn flat_out<F, Fut>(clients: usize, until: Instant, request: F) -> Window
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (bool, Duration)> + Send,
+{
+    let request = Arc::new(request);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        let client = client.clone();
-        let created = created.clone();
+        let request = request.clone();
         tasks.spawn(async move {
+            let mut seen = Window::default();
             while Instant::now() < until {
-                if client.post().await.0 {
-                    created.fetch_add(1, Ordering::Relaxed);
-                }
+                let (ok, latency) = request().await;
+                seen.record(ok, latency);
             }
+            seen
         });
     }
-    while tasks.join_next().await.is_some() {}
-    created.load(Ordering::Relaxed)
+    let mut total = Window::default();
+    while let Some(Ok(seen)) = tasks.join_next().await {
+        total.created += seen.created;
+        total.failed += seen.failed;
+        total.latencies.extend(seen.latencies);
+    }
+    total
 }

@@ -7,12 +7,14 @@
 //! capacity measured first), `SOAK_RETENTION_MINUTES` (2: the inbox's and the idempotency keys'
 //! retention, short so that the run shows them level off).
 
+mod cpu;
 mod deployment;
 mod load;
+mod pipeline;
 mod probe;
 
 use std::{
-    io::Write,
+    io::{IsTerminal, Write},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -21,7 +23,7 @@ use deployment::Deployment;
 use load::{OrderClient, SharedWindow};
 use probe::{Probe, TableSizes, rss_mib};
 
-const USAGE: &str = "usage: bench soak";
+const USAGE: &str = "usage: bench run|soak";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -44,11 +46,92 @@ async fn main() -> anyhow::Result<()> {
             deployment.stop().await;
             outcome
         }
+        Some("run") => {
+            let seconds = setting("BENCH_SECONDS", 15.0).max(1.0) as u64;
+            on_real_servers(seconds).await?;
+            embedded(seconds).await
+        }
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(64);
         }
     }
+}
+
+/// `make bench` on MariaDB, RabbitMQ and Redis.
+async fn on_real_servers(seconds: u64) -> anyhow::Result<()> {
+    let deployment = Deployment::start(&deployment::release_binaries(), &[]).await?;
+    let outcome = async {
+        let services: Vec<(&str, Option<u32>)> =
+            deployment.services.iter().map(|service| (service.name, service.pid())).collect();
+        let port_of = |url: &str, default: u16| -> u16 {
+            url.rsplit(':').next().and_then(|tail| tail.split('/').next()?.parse().ok()).unwrap_or(default)
+        };
+        let servers = deployment::Servers::from_env();
+        let processes = cpu::Processes::new(
+            &services,
+            &[
+                ("mariadbd", port_of(&servers.mysql, 3306)),
+                ("rabbitmq", port_of(&servers.amqp, 5672)),
+                ("redis", port_of(&servers.redis, 6379)),
+            ],
+        );
+        let endpoints = pipeline::Endpoints {
+            order_service: deployment.service("order-service").url(""),
+            analytics_service: deployment.service("analytics-service").url(""),
+            notification_worker: deployment.service("notification-worker").url(""),
+            processed_queue: deployment.queues.order_processed.clone(),
+        };
+        println!("== the system on MariaDB, RabbitMQ and Redis (whole-system CPU: the three services and the three servers)");
+        for clients in [16, 64] {
+            pipeline::orders(&endpoints, &processes, clients, seconds, 1).await?;
+        }
+        let order_url = first_order(&endpoints.order_service).await?;
+        pipeline::reads("GET /orders/{id} (cached)", order_url, &processes, 64, seconds).await?;
+        let summary_url = format!("{}/analytics/summary", endpoints.analytics_service);
+        pipeline::reads("GET /analytics/summary", summary_url, &processes, 64, seconds).await
+    }
+    .await;
+    deployment.stop().await;
+    outcome
+}
+
+/// `make bench` on the embedded backends (`orderflow`, one process).
+async fn embedded(seconds: u64) -> anyhow::Result<()> {
+    let system = deployment::Embedded::start(&deployment::release_binaries()).await?;
+    let outcome = async {
+        let processes = cpu::Processes::new(&[("orderflow", system.pid())], &[]);
+        let endpoints = pipeline::Endpoints {
+            order_service: format!("http://127.0.0.1:{}", system.order_port),
+            analytics_service: format!("http://127.0.0.1:{}", system.analytics_port),
+            notification_worker: format!("http://127.0.0.1:{}", system.notification_port),
+            processed_queue: contracts::Queues::default().order_processed,
+        };
+        println!("== the embedded system (orderflow: SQLite, in-memory caches, in-process bus)");
+        pipeline::orders(&endpoints, &processes, 64, seconds, 1).await?;
+        let order_url = first_order(&endpoints.order_service).await?;
+        pipeline::reads("GET /orders/{id} (cached)", order_url, &processes, 64, seconds).await
+    }
+    .await;
+    system.stop().await;
+    outcome
+}
+
+/// Creates one order and reads it once (so that it is cached); its URL.
+async fn first_order(order_service: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{order_service}/orders"))
+        .header("content-type", "application/json")
+        .body(r#"{"customer_id":"bench","product_id":"p","quantity":1,"total_amount":1}"#)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no order id in {created}"))?;
+    let url = format!("{order_service}/orders/{id}");
+    http.get(&url).send().await?;
+    Ok(url)
 }
 
 fn setting(name: &str, default: f64) -> f64 {
@@ -75,7 +158,13 @@ async fn soak(deployment: &Deployment) -> anyhow::Result<()> {
             // 20-second flat-out run until the last is counted.
             eprintln!("measuring capacity: 64 clients as fast as answered for 20 s");
             let started = Instant::now();
-            let created = load::flat_out(client.clone(), 64, started + Duration::from_secs(20)).await;
+            let poster = client.clone();
+            let created = load::flat_out(64, started + Duration::from_secs(20), move || {
+                let poster = poster.clone();
+                async move { poster.post().await }
+            })
+            .await
+            .created;
             probe.wait_counted(created, Duration::from_secs(300)).await?;
             let capacity = created as f64 / started.elapsed().as_secs_f64();
             let rate = capacity * setting("SOAK_LOAD", 0.7);
@@ -108,6 +197,8 @@ async fn soak(deployment: &Deployment) -> anyhow::Result<()> {
         started + Duration::from_secs(u64::from(minutes) * 60),
         window.clone(),
     ));
+    // The progress line is for people watching; a log of the run gets the table only.
+    let watched = std::io::stderr().is_terminal();
     let mut counted_before = probe.counted().await?;
     let mut rows = Vec::new();
     let mut last_sizes = TableSizes::default();
@@ -116,6 +207,9 @@ async fn soak(deployment: &Deployment) -> anyhow::Result<()> {
         while Instant::now() < end {
             tokio::time::sleep(Duration::from_secs(2).min(end.saturating_duration_since(Instant::now())))
                 .await;
+            if !watched {
+                continue;
+            }
             let current = window.lock().unwrap().clone();
             let accepted = current.lock().unwrap().created;
             let elapsed = started.elapsed().as_secs();
@@ -141,7 +235,9 @@ async fn soak(deployment: &Deployment) -> anyhow::Result<()> {
             probe.queue_depth(&queues.notifications).await,
             probe.queue_depth(&queues.order_processed).await,
         ];
-        eprint!("\r{:60}\r", "");
+        if watched {
+            eprint!("\r{:60}\r", "");
+        }
         println!(
             "{minute:>3} {:>10.0} {:>9.0} {:>7.1} {:>7.1} {:>12} {:>9} {:>9} {:>18} {:>16}{}",
             row.accepted_per_second,

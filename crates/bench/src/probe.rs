@@ -78,6 +78,24 @@ impl Probe {
     }
 }
 
+/// The sum of the series of metric `name` whose labels contain every one of `labels`, read from
+/// a service's `/metrics` at `url`.
+pub async fn metric_sum(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    labels: &[&str],
+) -> anyhow::Result<f64> {
+    let text = http.get(url).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) && labels.iter().all(|label| line.contains(label))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// Resident memory of a process, in MiB.
 pub fn rss_mib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
