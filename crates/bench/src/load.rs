@@ -20,6 +20,8 @@ pub struct OrderClient {
     url: String,
     sent: AtomicU64,
     run: String,
+    /// `BENCH_IDEMPOTENCY_KEYS=0` sends none, to see what they cost.
+    keys: bool,
 }
 
 impl OrderClient {
@@ -32,6 +34,7 @@ impl OrderClient {
             url: format!("{order_service}/orders"),
             sent: AtomicU64::new(0),
             run: uuid::Uuid::new_v4().simple().to_string(),
+            keys: std::env::var("BENCH_IDEMPOTENCY_KEYS").map_or(true, |value| value != "0"),
         }
     }
 
@@ -48,14 +51,11 @@ impl OrderClient {
             cents % 100
         );
         let started = Instant::now();
-        let answer = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("idempotency-key", format!("{}-{n}", self.run))
-            .body(body)
-            .send()
-            .await;
+        let mut request = self.http.post(&self.url).header("content-type", "application/json").body(body);
+        if self.keys {
+            request = request.header("idempotency-key", format!("{}-{n}", self.run));
+        }
+        let answer = request.send().await;
         let created = matches!(&answer, Ok(response) if response.status().as_u16() == 201);
         if let Ok(response) = answer {
             let _ = response.bytes().await;

@@ -1,5 +1,10 @@
 //! Benchmarks of the whole system on this machine. Figures are printed, never asserted.
 //!
+//! `bench run` (`make bench`): `POST /orders` at 16 and 64 clients, then the cached reads, each
+//! for `BENCH_SECONDS` (15), with the whole system's CPU per order or request; then the same on
+//! the embedded system. Every `POST` carries an `Idempotency-Key` unless `BENCH_IDEMPOTENCY_KEYS=0`.
+//! `BENCH_MYSQL_URL`, `BENCH_REDIS_URL`, `BENCH_AMQP_URL` (RabbitMQ 4 on :5673) move the servers.
+//!
 //! `bench soak` (`make soak`): the release binaries against the real servers at a steady rate for
 //! minutes, a line a minute (accepted and counted per second, answer times, table sizes, memory,
 //! queue depths), and how the last minute compares with the first. Settings (environment):
