@@ -13,7 +13,9 @@ CARGO=${CARGO:-cargo}
 
 metadata=$("$CARGO" metadata --format-version 1 --no-deps)
 target_dir=$(jq -r .target_directory <<<"$metadata")
-mapfile -t bins < <(jq -r '.packages[].targets[] | select(.kind | index("bin")) | .name' <<<"$metadata" | sort -u)
+# Tools that never ship (the benchmarks) say so with `[package.metadata.orderflow] image = false`.
+mapfile -t bins < <(jq -r '.packages[] | select(.metadata.orderflow.image != false) | .targets[]
+    | select(.kind | index("bin")) | .name' <<<"$metadata" | sort -u)
 
 # Image targets: the stages whose entrypoint is one of our binaries, named like that binary.
 problems=0
