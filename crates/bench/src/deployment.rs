@@ -144,7 +144,11 @@ impl Deployment {
     }
 }
 
+/// The binaries to run: `BENCH_BINARIES`, else the release build.
 pub fn release_binaries() -> PathBuf {
+    if let Ok(directory) = std::env::var("BENCH_BINARIES") {
+        return PathBuf::from(directory);
+    }
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     PathBuf::from(target).join("release")
 }

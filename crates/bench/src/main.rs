@@ -2,7 +2,7 @@
 //!
 //! `bench run` (`make bench`): `POST /orders` at 16 and 64 clients, then the cached reads, each
 //! for `BENCH_SECONDS` (15), with the whole system's CPU per order or request; then the same on
-//! the embedded system. Every `POST` carries an `Idempotency-Key` unless `BENCH_IDEMPOTENCY_KEYS=0`.
+//! the embedded system (`bench run servers` or `bench run embedded`: one of the two). Every `POST` carries an `Idempotency-Key` unless `BENCH_IDEMPOTENCY_KEYS=0`.
 //! `BENCH_MYSQL_URL`, `BENCH_REDIS_URL`, `BENCH_AMQP_URL` (RabbitMQ 4 on :5673) move the servers.
 //!
 //! `bench soak` (`make soak`): the release binaries against the real servers at a steady rate for
@@ -28,7 +28,7 @@ use deployment::Deployment;
 use load::{OrderClient, SharedWindow};
 use probe::{Probe, TableSizes, rss_mib};
 
-const USAGE: &str = "usage: bench run|soak";
+const USAGE: &str = "usage: bench run [servers|embedded] | bench soak";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,8 +53,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("run") => {
             let seconds = setting("BENCH_SECONDS", 15.0).max(1.0) as u64;
-            on_real_servers(seconds).await?;
-            embedded(seconds).await
+            let only = args.get(1).map(String::as_str);
+            if only != Some("embedded") {
+                on_real_servers(seconds).await?;
+            }
+            if only != Some("servers") { embedded(seconds).await } else { Ok(()) }
         }
         _ => {
             eprintln!("{USAGE}");

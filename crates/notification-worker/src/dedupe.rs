@@ -23,7 +23,6 @@ use deadpool_redis::redis;
 use platform::redis::{RedisClient, RedisError};
 use uuid::Uuid;
 
-const PENDING: &str = "pending";
 const SENT: &str = "sent";
 
 /// The outcome of claiming one (channel, event).
@@ -51,14 +50,32 @@ pub enum DedupeError {
 /// How often the Redis store re-reads how its server keeps keys.
 const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The store works on the events of a batch at once: one round trip per step, not per event.
 #[async_trait]
 pub trait Dedupe: Send + Sync {
-    async fn claim(&self, channel: &str, event_id: Uuid) -> Result<Claim, DedupeError>;
-    async fn mark_sent(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError>;
-    /// Gives a claim up after a failed send.
-    async fn release(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError>;
+    /// Claims (channel, event) for each of `event_ids`: one answer per id, in their order.
+    async fn claim(&self, channel: &str, event_ids: &[Uuid]) -> Result<Vec<Claim>, DedupeError>;
+    async fn mark_sent(&self, channel: &str, event_ids: &[Uuid]) -> Result<(), DedupeError>;
+    /// Gives claims up after failed sends.
+    async fn release(&self, channel: &str, event_ids: &[Uuid]) -> Result<(), DedupeError>;
     async fn ping(&self) -> Result<(), DedupeError>;
 }
+
+/// `KEYS` one per event, `ARGV[1]` the claim's TTL in ms. Per key: 1 claimed now, 2 sent before,
+/// 3 claimed by someone else (or a claim that just expired: someone may be sending, try later).
+const CLAIM: &str = r#"
+local answers = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, 'pending', 'NX', 'PX', ARGV[1]) then
+    answers[i] = 1
+  elseif redis.call('GET', key) == 'sent' then
+    answers[i] = 2
+  else
+    answers[i] = 3
+  end
+end
+return answers
+"#;
 
 /// [`Dedupe`] on Redis: `<prefix>notified:<channel>:<event_id>` = `pending` | `sent`.
 pub struct RedisDedupe {
@@ -67,6 +84,7 @@ pub struct RedisDedupe {
     claim_ttl: Duration,
     sent_ttl: Duration,
     store: Mutex<StoreCheck>,
+    claim: redis::Script,
 }
 
 /// What the last look at the server's configuration found.
@@ -81,7 +99,14 @@ struct StoreCheck {
 
 impl RedisDedupe {
     pub fn new(client: RedisClient, prefix: &str, claim_ttl: Duration, sent_ttl: Duration) -> Self {
-        RedisDedupe { client, prefix: prefix.to_owned(), claim_ttl, sent_ttl, store: Mutex::default() }
+        RedisDedupe {
+            client,
+            prefix: prefix.to_owned(),
+            claim_ttl,
+            sent_ttl,
+            store: Mutex::default(),
+            claim: redis::Script::new(CLAIM),
+        }
     }
 
     fn lock_store(&self) -> std::sync::MutexGuard<'_, StoreCheck> {
@@ -167,9 +192,12 @@ impl RedisDedupe {
         format!("{}notified:{channel}:{event_id}", self.prefix)
     }
 
-    /// Runs `command`, bounded by the client's timeout.
-    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, DedupeError> {
-        self.client.query(&command).await.map_err(|error| match error {
+    /// Runs `operation`, bounded by the client's timeout.
+    async fn run<T, F>(&self, operation: F) -> Result<T, DedupeError>
+    where
+        F: AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        self.client.run(operation).await.map_err(|error| match error {
             RedisError::Unavailable(reason) | RedisError::Refused(reason) => DedupeError::Unavailable(reason),
             RedisError::Timeout(after) => DedupeError::Timeout(after),
         })
@@ -182,32 +210,60 @@ fn millis(duration: Duration) -> u64 {
 
 #[async_trait]
 impl Dedupe for RedisDedupe {
-    async fn claim(&self, channel: &str, event_id: Uuid) -> Result<Claim, DedupeError> {
+    async fn claim(&self, channel: &str, event_ids: &[Uuid]) -> Result<Vec<Claim>, DedupeError> {
         self.ensure_safe().await?;
-        let key = self.key(channel, event_id);
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(PENDING).arg("NX").arg("PX").arg(millis(self.claim_ttl));
-        let claimed: Option<String> = self.query(set).await?;
-        if claimed.is_some() {
-            return Ok(Claim::Acquired);
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut get = redis::cmd("GET");
-        get.arg(&key);
-        let current: Option<String> = self.query(get).await?;
-        // Gone in between means a claim just expired: someone may be sending, so try later.
-        Ok(if current.as_deref() == Some(SENT) { Claim::AlreadySent } else { Claim::InProgress })
+        let mut claim = self.claim.prepare_invoke();
+        claim.arg(millis(self.claim_ttl));
+        for event_id in event_ids {
+            claim.key(self.key(channel, *event_id));
+        }
+        let answers: Vec<u8> = self.run(async |c| claim.invoke_async(c).await).await?;
+        if answers.len() != event_ids.len() {
+            return Err(DedupeError::Unavailable(format!(
+                "{} claims answered for {} events",
+                answers.len(),
+                event_ids.len()
+            )));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| match answer {
+                1 => Claim::Acquired,
+                2 => Claim::AlreadySent,
+                _ => Claim::InProgress,
+            })
+            .collect())
     }
 
-    async fn mark_sent(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError> {
-        let mut set = redis::cmd("SET");
-        set.arg(self.key(channel, event_id)).arg(SENT).arg("PX").arg(millis(self.sent_ttl));
-        self.query::<()>(set).await
+    async fn mark_sent(&self, channel: &str, event_ids: &[Uuid]) -> Result<(), DedupeError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        let mut marks = redis::pipe();
+        for event_id in event_ids {
+            marks
+                .cmd("SET")
+                .arg(self.key(channel, *event_id))
+                .arg(SENT)
+                .arg("PX")
+                .arg(millis(self.sent_ttl))
+                .ignore();
+        }
+        self.run(async |c| marks.query_async::<()>(c).await).await
     }
 
-    async fn release(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError> {
+    async fn release(&self, channel: &str, event_ids: &[Uuid]) -> Result<(), DedupeError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
         let mut del = redis::cmd("DEL");
-        del.arg(self.key(channel, event_id));
-        self.query::<()>(del).await
+        for event_id in event_ids {
+            del.arg(self.key(channel, *event_id));
+        }
+        self.run(async |c| del.query_async::<()>(c).await).await
     }
 
     /// Reachable, and safe to use (the configuration is read again on every call).

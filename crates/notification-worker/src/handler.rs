@@ -1,7 +1,7 @@
 //! Consumes `OrderCreated` and `OrderProcessed`: each event goes out once through every channel.
 //!
-//! Per delivery and channel: claim (event id, channel) in the deduplication store, send, record
-//! it as sent. A delivery is
+//! Per channel, for the deliveries of a batch together: claim (event id, channel) in the
+//! deduplication store, send, record as sent. A delivery is
 //! - `Processed` when every channel sent it or had sent it before,
 //! - `Duplicate` when every channel had sent it before,
 //! - a permanent failure (parked at once) when it is not a valid event, or a channel refuses it
@@ -11,13 +11,14 @@
 //! - a transient failure (retried later, parked after the last retry) otherwise, e.g. a receiver
 //!   answering 503.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use contracts::Event;
 use futures::StreamExt;
 use messaging::{Delivery, EventHandler, HandleError, Handled};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::{
     channel::{Channel, Notification, SendError},
@@ -51,111 +52,178 @@ impl NotificationHandler {
         }
     }
 
-    async fn handle_one(&self, delivery: &Delivery) -> Result<Handled, HandleError> {
-        let event = Event::from_json(&delivery.payload).map_err(|e| HandleError::Permanent(e.to_string()))?;
-        let notification = Notification::new(&event, &delivery.payload);
-        // Every channel gets its chance, so that one receiver being down holds back no other.
-        let mut results = Vec::with_capacity(self.channels.len());
-        for channel in &self.channels {
-            results.push(self.notify(channel.as_ref(), &notification).await);
-        }
-        combine(results)
+    /// The span of `delivery`'s notification: it continues the order's trace, so the
+    /// notification shares its trace id.
+    fn span(&self, delivery: &Delivery) -> tracing::Span {
+        let span = tracing::info_span!(
+            "notify",
+            otel.kind = "consumer",
+            queue = %self.queue,
+            message_id = delivery.message_id.as_deref().unwrap_or(""),
+            attempt = delivery.attempt,
+        );
+        platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
+        span
     }
 
-    async fn notify(
-        &self,
-        channel: &dyn Channel,
-        notification: &Notification,
-    ) -> Result<Handled, HandleError> {
+    /// Sends every notification through `channel` once: claims the events of the batch in one
+    /// call, sends what it claimed (`concurrency` at a time), and records what was sent, or gives
+    /// up the claims of failed sends, as the sends finish: a crash leaves at most the sends in
+    /// flight unrecorded.
+    async fn notify(&self, channel: &dyn Channel, pending: &[Pending]) -> Vec<Result<Handled, HandleError>> {
         let name = channel.name();
-        let event_id = notification.event_id;
-        match self.dedupe.claim(name, event_id).await {
-            Ok(Claim::Acquired) => {}
-            Ok(Claim::AlreadySent) => {
-                tracing::debug!(event = "notification_duplicate", channel = name, "sent before, skipped");
-                self.metrics.count(name, "duplicate");
-                return Ok(Handled::Duplicate);
-            }
-            Ok(Claim::InProgress) => {
-                self.metrics.count(name, "failed");
-                return Err(HandleError::Transient(format!("{name}: another worker is sending it")));
-            }
+        let event_ids: Vec<Uuid> = pending.iter().map(|p| p.notification.event_id).collect();
+        let claims = match self.dedupe.claim(name, &event_ids).await {
+            Ok(claims) => claims,
             Err(error) => {
-                self.metrics.count(name, "failed");
-                return Err(HandleError::Unavailable(format!("{name}: not sent, {error}")));
+                return pending
+                    .iter()
+                    .map(|_| {
+                        self.metrics.count(name, "failed");
+                        Err(HandleError::Unavailable(format!("{name}: not sent, {error}")))
+                    })
+                    .collect();
+            }
+        };
+        // Once the receiver turns out to be unreachable, the rest of the batch waits with it
+        // instead of asking it again, notification after notification.
+        let unreachable = OnceLock::<String>::new();
+        let unreachable = &unreachable;
+        let mut sends = Vec::with_capacity(pending.len());
+        for (index, (pending, claim)) in pending.iter().zip(claims).enumerate() {
+            sends.push(async move {
+                let attempt = match claim {
+                    Claim::AlreadySent => Attempt::SentBefore,
+                    Claim::InProgress => Attempt::ClaimedElsewhere,
+                    Claim::Acquired => match unreachable.get() {
+                        Some(reason) => Attempt::Send(Err(SendError::Unavailable(reason.clone()))),
+                        None => {
+                            let sent =
+                                channel.send(&pending.notification).instrument(pending.span.clone()).await;
+                            if let Err(SendError::Unavailable(reason)) = &sent {
+                                let _ = unreachable.set(reason.clone());
+                            }
+                            Attempt::Send(sent)
+                        }
+                    },
+                };
+                (index, attempt)
+            });
+        }
+        let mut results: Vec<Option<Result<Handled, HandleError>>> = vec![None; pending.len()];
+        let mut finished =
+            futures::stream::iter(sends).buffer_unordered(self.concurrency).ready_chunks(self.concurrency);
+        while let Some(attempts) = finished.next().await {
+            self.record(name, &event_ids, &attempts).await;
+            for (index, attempt) in attempts {
+                results[index] = Some(self.outcome(name, attempt));
             }
         }
-        match channel.send(notification).await {
-            Ok(()) => {
-                if let Err(error) = self.dedupe.mark_sent(name, event_id).await {
-                    // The delivery is acknowledged anyway: only a copy of the event arriving after
-                    // the claim expires would be sent again.
-                    tracing::warn!(
-                        event = "notification_unrecorded",
-                        channel = name,
-                        error = %error,
-                        "sent, but could not record it as sent"
-                    );
-                }
-                self.metrics.count(name, "sent");
+        results.into_iter().map(|result| result.expect("every notification was attempted")).collect()
+    }
+
+    /// Records the successful sends of `attempts` as sent, and gives up the claims of the others.
+    async fn record(&self, channel: &'static str, event_ids: &[Uuid], attempts: &[(usize, Attempt)]) {
+        let sends = |succeeded: bool| -> Vec<Uuid> {
+            attempts
+                .iter()
+                .filter(|(_, attempt)| matches!(attempt, Attempt::Send(sent) if sent.is_ok() == succeeded))
+                .map(|(index, _)| event_ids[*index])
+                .collect()
+        };
+        let (sent, failed) = (sends(true), sends(false));
+        if let Err(error) = self.dedupe.mark_sent(channel, &sent).await {
+            // The deliveries are acknowledged anyway: only a copy of an event arriving after its
+            // claim expires would be sent again.
+            tracing::warn!(
+                event = "notification_unrecorded",
+                channel,
+                notifications = sent.len(),
+                error = %error,
+                "sent, but could not record it as sent"
+            );
+        }
+        if let Err(error) = self.dedupe.release(channel, &failed).await {
+            tracing::warn!(
+                event = "notification_claim_kept",
+                channel,
+                notifications = failed.len(),
+                error = %error,
+                "could not release the claim; a retry waits until it expires"
+            );
+        }
+    }
+
+    fn outcome(&self, channel: &'static str, attempt: Attempt) -> Result<Handled, HandleError> {
+        match attempt {
+            Attempt::SentBefore => {
+                tracing::debug!(event = "notification_duplicate", channel, "sent before, skipped");
+                self.metrics.count(channel, "duplicate");
+                Ok(Handled::Duplicate)
+            }
+            Attempt::ClaimedElsewhere => {
+                self.metrics.count(channel, "failed");
+                Err(HandleError::Transient(format!("{channel}: another worker is sending it")))
+            }
+            Attempt::Send(Ok(())) => {
+                self.metrics.count(channel, "sent");
                 Ok(Handled::Processed)
             }
-            Err(error) => {
-                if let Err(release) = self.dedupe.release(name, event_id).await {
-                    tracing::warn!(
-                        event = "notification_claim_kept",
-                        channel = name,
-                        error = %release,
-                        "could not release the claim; a retry waits until it expires"
-                    );
-                }
-                self.metrics.count(name, "failed");
+            Attempt::Send(Err(error)) => {
+                self.metrics.count(channel, "failed");
                 Err(match error {
-                    SendError::Transient(reason) => HandleError::Transient(format!("{name}: {reason}")),
-                    SendError::Permanent(reason) => HandleError::Permanent(format!("{name}: {reason}")),
-                    SendError::Unavailable(reason) => HandleError::Unavailable(format!("{name}: {reason}")),
+                    SendError::Transient(reason) => HandleError::Transient(format!("{channel}: {reason}")),
+                    SendError::Permanent(reason) => HandleError::Permanent(format!("{channel}: {reason}")),
+                    SendError::Unavailable(reason) => {
+                        HandleError::Unavailable(format!("{channel}: {reason}"))
+                    }
                 })
             }
         }
     }
 }
 
+/// A valid event of the batch, waiting to be notified.
+struct Pending {
+    notification: Notification,
+    span: tracing::Span,
+}
+
+/// What came of one notification on one channel.
+enum Attempt {
+    SentBefore,
+    ClaimedElsewhere,
+    Send(Result<(), SendError>),
+}
+
 #[async_trait]
 impl EventHandler for NotificationHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        // Once a dependency turns out to be down, the rest of the batch waits with it instead of
-        // asking it again, delivery after delivery.
-        let unavailable = std::sync::OnceLock::<String>::new();
-        let unavailable = &unavailable;
-        let deliveries: Vec<_> = batch
-            .iter()
-            .map(|delivery| {
-                let span = tracing::info_span!(
-                    "notify",
-                    otel.kind = "consumer",
-                    queue = %self.queue,
-                    message_id = delivery.message_id.as_deref().unwrap_or(""),
-                    attempt = delivery.attempt,
-                );
-                // The order's trace continues here, so the notification shares its trace id.
-                platform::telemetry::set_parent_from_headers(&span, |name| {
-                    delivery.headers.get(name).cloned()
-                });
-                async move {
-                    if let Some(reason) = unavailable.get() {
-                        return Err(HandleError::Unavailable(reason.clone()));
-                    }
-                    let outcome = self.handle_one(delivery).await;
-                    if let Err(HandleError::Unavailable(reason)) = &outcome {
-                        let _ = unavailable.set(reason.clone());
-                    }
-                    outcome
+        let mut outcomes: Vec<Option<Result<Handled, HandleError>>> = vec![None; batch.len()];
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
+        for (index, delivery) in batch.iter().enumerate() {
+            match Event::from_json(&delivery.payload) {
+                Ok(event) => {
+                    pending.push(Pending {
+                        notification: Notification::new(&event, &delivery.payload),
+                        span: self.span(delivery),
+                    });
+                    positions.push(index);
                 }
-                .instrument(span)
-            })
-            .collect();
-        // `buffered` keeps the outcomes in delivery order.
-        futures::stream::iter(deliveries).buffered(self.concurrency).collect().await
+                Err(error) => outcomes[index] = Some(Err(HandleError::Permanent(error.to_string()))),
+            }
+        }
+        // Every channel gets its chance, so that one receiver being down holds back no other.
+        let mut per_channel = Vec::with_capacity(self.channels.len());
+        for channel in &self.channels {
+            per_channel.push(self.notify(channel.as_ref(), &pending).await.into_iter());
+        }
+        for index in positions {
+            let results = per_channel.iter_mut().map(|results| results.next().expect("one result per event"));
+            outcomes[index] = Some(combine(results.collect()));
+        }
+        outcomes.into_iter().map(|outcome| outcome.expect("every delivery has an outcome")).collect()
     }
 }
 

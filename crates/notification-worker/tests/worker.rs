@@ -400,3 +400,35 @@ async fn a_redis_restart_does_not_make_a_redelivered_event_notify_twice() {
     tokio::time::sleep(SETTLE).await;
     assert_eq!(receiver.calls().len(), 1, "sent once across the restart");
 }
+
+/// The Redis store answers a batch event by event, in one round trip per step.
+#[tokio::test]
+async fn the_redis_store_answers_a_batch_of_claims_event_by_event() {
+    use notification_worker::dedupe::{Claim, Dedupe, RedisDedupe};
+    let mut settings = platform::redis::RedisSettings {
+        url: Some(test_support::redis_url()),
+        key_prefix: format!("oftest-dedupe-{}:", Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    settings.timeout_ms = 2_000;
+    // Short TTLs: whatever this test leaves behind is gone a minute later.
+    let ttl = Duration::from_secs(60);
+    let client = platform::redis::RedisClient::new(&settings).unwrap();
+    let dedupe = RedisDedupe::new(client, &settings.key_prefix, ttl, ttl);
+    let (sent, pending, fresh) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+
+    assert_eq!(dedupe.claim("log", &[sent, pending]).await.unwrap(), [Claim::Acquired, Claim::Acquired]);
+    dedupe.mark_sent("log", &[sent]).await.unwrap();
+    assert_eq!(
+        dedupe.claim("log", &[fresh, sent, pending, fresh]).await.unwrap(),
+        [Claim::Acquired, Claim::AlreadySent, Claim::InProgress, Claim::InProgress],
+        "a repeat within the batch finds the claim its first copy took"
+    );
+    assert_eq!(dedupe.claim("webhook", &[sent]).await.unwrap(), [Claim::Acquired], "per channel");
+    dedupe.release("log", &[pending, fresh]).await.unwrap();
+    assert_eq!(dedupe.claim("log", &[pending, fresh]).await.unwrap(), [Claim::Acquired, Claim::Acquired]);
+    assert_eq!(dedupe.claim("log", &[]).await.unwrap(), []);
+
+    dedupe.release("log", &[sent, pending, fresh]).await.unwrap();
+    dedupe.release("webhook", &[sent]).await.unwrap();
+}

@@ -9,7 +9,7 @@ use messaging::{OutgoingMessage, outbox::OutboxHandoff};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use platform::cache::VersionedCache;
+use platform::cache::{CacheEntry, VersionedCache};
 
 use crate::{
     domain::{NewOrder, Order},
@@ -116,13 +116,18 @@ impl OrderService {
     pub async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Uuid>, StoreError> {
         let changed = self.store.mark_processed(ids, at).await?;
         // Replace the cached bodies with the new versions, so readers see the new status at once.
-        let refreshes = changed.iter().map(|order| async move {
-            if let Err(error) = self.cache.put(&cache_key(order.id), order.version(), order_json(order), self.cache_ttl).await {
-                self.metrics.cache.error();
-                tracing::warn!(event = "cache_failed", order_id = %order.id, error = %error, "could not refresh the cached order");
-            }
-        });
-        futures::future::join_all(refreshes).await;
+        let refreshed = changed
+            .iter()
+            .map(|order| CacheEntry {
+                key: cache_key(order.id),
+                version: order.version(),
+                body: order_json(order),
+            })
+            .collect();
+        if let Err(error) = self.cache.put_many(refreshed, self.cache_ttl).await {
+            self.metrics.cache.error();
+            tracing::warn!(event = "cache_failed", orders = changed.len(), error = %error, "could not refresh the cached orders");
+        }
         Ok(changed.iter().map(|order| order.id).collect())
     }
 

@@ -59,61 +59,74 @@ impl SqliteDedupe {
     }
 }
 
+/// One transaction per call: a batch's claims (or marks) cost one commit.
 #[async_trait]
 impl Dedupe for SqliteDedupe {
-    async fn claim(&self, channel: &str, event_id: Uuid) -> Result<Claim, DedupeError> {
-        // Taken when absent or expired, in one statement.
-        let claimed = sqlx::query(
-            "INSERT INTO notifications (channel, event_id, status, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (channel, event_id) DO UPDATE SET status = excluded.status, \
-             expires_at = excluded.expires_at WHERE notifications.expires_at <= ?",
-        )
-        .bind(channel)
-        .bind(event_id)
-        .bind(PENDING)
-        .bind(expiry(self.claim_ttl))
-        .bind(time_text(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if claimed.rows_affected() == 1 {
-            return Ok(Claim::Acquired);
-        }
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM notifications WHERE channel = ? AND event_id = ?")
-                .bind(channel)
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        // Gone in between means a claim was just given up: someone may be sending, so try later.
-        Ok(if status.as_deref() == Some(SENT) { Claim::AlreadySent } else { Claim::InProgress })
-    }
-
-    async fn mark_sent(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError> {
-        sqlx::query(
-            "INSERT INTO notifications (channel, event_id, status, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (channel, event_id) DO UPDATE SET status = excluded.status, \
-             expires_at = excluded.expires_at",
-        )
-        .bind(channel)
-        .bind(event_id)
-        .bind(SENT)
-        .bind(expiry(self.sent_ttl))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn release(&self, channel: &str, event_id: Uuid) -> Result<(), DedupeError> {
-        sqlx::query("DELETE FROM notifications WHERE channel = ? AND event_id = ?")
+    async fn claim(&self, channel: &str, event_ids: &[Uuid]) -> Result<Vec<Claim>, DedupeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut claims = Vec::with_capacity(event_ids.len());
+        for event_id in event_ids {
+            // Taken when absent or expired, in one statement.
+            let claimed = sqlx::query(
+                "INSERT INTO notifications (channel, event_id, status, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (channel, event_id) DO UPDATE SET status = excluded.status, \
+                 expires_at = excluded.expires_at WHERE notifications.expires_at <= ?",
+            )
             .bind(channel)
             .bind(event_id)
-            .execute(&self.pool)
+            .bind(PENDING)
+            .bind(expiry(self.claim_ttl))
+            .bind(time_text(Utc::now()))
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        Ok(())
+            if claimed.rows_affected() == 1 {
+                claims.push(Claim::Acquired);
+                continue;
+            }
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM notifications WHERE channel = ? AND event_id = ?")
+                    .bind(channel)
+                    .bind(event_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            claims.push(if status.as_deref() == Some(SENT) { Claim::AlreadySent } else { Claim::InProgress });
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(claims)
+    }
+
+    async fn mark_sent(&self, channel: &str, event_ids: &[Uuid]) -> Result<(), DedupeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for event_id in event_ids {
+            sqlx::query(
+                "INSERT INTO notifications (channel, event_id, status, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (channel, event_id) DO UPDATE SET status = excluded.status, \
+                 expires_at = excluded.expires_at",
+            )
+            .bind(channel)
+            .bind(event_id)
+            .bind(SENT)
+            .bind(expiry(self.sent_ttl))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn release(&self, channel: &str, event_ids: &[Uuid]) -> Result<(), DedupeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for event_id in event_ids {
+            sqlx::query("DELETE FROM notifications WHERE channel = ? AND event_id = ?")
+                .bind(channel)
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), DedupeError> {
@@ -151,17 +164,21 @@ mod tests {
         let dedupe = SqliteDedupe::new(open(&path).await.unwrap(), ttl, ttl);
         let (sent, interrupted, failed) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
 
-        assert_eq!(dedupe.claim("log", sent).await.unwrap(), Claim::Acquired);
-        assert_eq!(dedupe.claim("log", sent).await.unwrap(), Claim::InProgress);
-        assert_eq!(dedupe.claim("webhook", sent).await.unwrap(), Claim::Acquired, "per channel");
-        dedupe.mark_sent("log", sent).await.unwrap();
-        assert_eq!(dedupe.claim("log", sent).await.unwrap(), Claim::AlreadySent);
+        assert_eq!(dedupe.claim("log", &[sent]).await.unwrap()[0], Claim::Acquired);
+        assert_eq!(dedupe.claim("log", &[sent]).await.unwrap()[0], Claim::InProgress);
+        assert_eq!(dedupe.claim("webhook", &[sent]).await.unwrap()[0], Claim::Acquired, "per channel");
+        dedupe.mark_sent("log", &[sent]).await.unwrap();
+        assert_eq!(dedupe.claim("log", &[sent]).await.unwrap()[0], Claim::AlreadySent);
 
-        assert_eq!(dedupe.claim("log", failed).await.unwrap(), Claim::Acquired);
-        dedupe.release("log", failed).await.unwrap();
-        assert_eq!(dedupe.claim("log", failed).await.unwrap(), Claim::Acquired, "a released claim is free");
+        assert_eq!(dedupe.claim("log", &[failed]).await.unwrap()[0], Claim::Acquired);
+        dedupe.release("log", &[failed]).await.unwrap();
+        assert_eq!(
+            dedupe.claim("log", &[failed]).await.unwrap()[0],
+            Claim::Acquired,
+            "a released claim is free"
+        );
 
-        assert_eq!(dedupe.claim("log", interrupted).await.unwrap(), Claim::Acquired);
+        assert_eq!(dedupe.claim("log", &[interrupted]).await.unwrap()[0], Claim::Acquired);
         dedupe.ping().await.unwrap();
         dedupe.pool.close().await;
 
@@ -169,8 +186,8 @@ mod tests {
         let reopened = SqliteDedupe::new(open(&path).await.unwrap(), ttl, ttl);
         // The three claims left pending: webhook/sent, log/failed (taken again), log/interrupted.
         assert_eq!(reopened.forget_claims().await.unwrap(), 3);
-        assert_eq!(reopened.claim("log", sent).await.unwrap(), Claim::AlreadySent);
-        assert_eq!(reopened.claim("log", interrupted).await.unwrap(), Claim::Acquired);
+        assert_eq!(reopened.claim("log", &[sent]).await.unwrap()[0], Claim::AlreadySent);
+        assert_eq!(reopened.claim("log", &[interrupted]).await.unwrap()[0], Claim::Acquired);
         reopened.pool.close().await;
     }
 
@@ -180,9 +197,9 @@ mod tests {
         let pool = open(&directory.0.join("n.db")).await.unwrap();
         let dedupe = SqliteDedupe::new(pool, Duration::from_millis(50), Duration::from_secs(60));
         let event = Uuid::now_v7();
-        assert_eq!(dedupe.claim("log", event).await.unwrap(), Claim::Acquired);
+        assert_eq!(dedupe.claim("log", &[event]).await.unwrap()[0], Claim::Acquired);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(dedupe.claim("log", event).await.unwrap(), Claim::Acquired);
+        assert_eq!(dedupe.claim("log", &[event]).await.unwrap()[0], Claim::Acquired);
         dedupe.pool.close().await;
     }
 }

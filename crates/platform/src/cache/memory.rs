@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use moka::{Expiry, future::Cache, ops::compute::Op};
 
-use super::{CacheError, VersionedCache};
+use super::{CacheEntry, CacheError, VersionedCache};
 
 /// Bound used by [`MemoryCache::default`].
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -68,17 +68,20 @@ impl VersionedCache for MemoryCache {
         Ok(self.entries.get(key).await.map(|entry| entry.body))
     }
 
-    async fn put(&self, key: &str, version: i64, body: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        // Compare and write under the key's lock: a concurrent older write cannot slip in between.
-        self.entries
-            .entry(key.to_owned())
-            .and_compute_with(|current| async move {
-                match current {
-                    Some(current) if current.value().version >= version => Op::Nop,
-                    _ => Op::Put(Entry { version, body, ttl: ttl.max(Duration::from_millis(1)) }),
-                }
-            })
-            .await;
+    async fn put_many(&self, entries: Vec<CacheEntry>, ttl: Duration) -> Result<(), CacheError> {
+        let ttl = ttl.max(Duration::from_millis(1));
+        for CacheEntry { key, version, body } in entries {
+            // Compare and write under the key's lock: a concurrent older write cannot slip in between.
+            self.entries
+                .entry(key)
+                .and_compute_with(|current| async move {
+                    match current {
+                        Some(current) if current.value().version >= version => Op::Nop,
+                        _ => Op::Put(Entry { version, body, ttl }),
+                    }
+                })
+                .await;
+        }
         Ok(())
     }
 

@@ -20,12 +20,24 @@ pub enum CacheError {
     Timeout(Duration),
 }
 
+/// A body to cache under `key`, tagged with its version.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub key: String,
+    pub version: i64,
+    pub body: Bytes,
+}
+
 #[async_trait]
 pub trait VersionedCache: Send + Sync {
     /// The cached body under `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
     /// Caches `body` as version `version` under `key` for `ttl`, unless a newer version is cached.
-    async fn put(&self, key: &str, version: i64, body: Bytes, ttl: Duration) -> Result<(), CacheError>;
+    async fn put(&self, key: &str, version: i64, body: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        self.put_many(vec![CacheEntry { key: key.to_owned(), version, body }], ttl).await
+    }
+    /// [`VersionedCache::put`] for several entries at once (one round trip to a remote cache).
+    async fn put_many(&self, entries: Vec<CacheEntry>, ttl: Duration) -> Result<(), CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
 }
 

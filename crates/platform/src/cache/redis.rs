@@ -7,21 +7,26 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::redis;
 
-use super::{CacheError, VersionedCache};
+use super::{CacheEntry, CacheError, VersionedCache};
 use crate::{
     config::ConfigError,
     redis::{RedisClient, RedisError, RedisSettings},
 };
 
-/// `KEYS[1]` key, `ARGV[1]` version, `ARGV[2]` body, `ARGV[3]` TTL in ms.
+/// `KEYS` the keys, `ARGV[1]` the TTL in ms, then a version and a body per key. One round trip
+/// for a whole batch of entries.
 const PUT_IF_NEWER: &str = r#"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local version = tonumber(string.match(current, '^(%-?%d+)|'))
-  if version and version >= tonumber(ARGV[1]) then return 0 end
+local written = 0
+for i, key in ipairs(KEYS) do
+  local version = ARGV[2 * i]
+  local current = redis.call('GET', key)
+  local cached = current and tonumber(string.match(current, '^(%-?%d+)|'))
+  if not (cached and cached >= tonumber(version)) then
+    redis.call('SET', key, version .. '|' .. ARGV[2 * i + 1], 'PX', ARGV[1])
+    written = written + 1
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
-return 1
+return written
 "#;
 
 pub struct RedisCache {
@@ -60,15 +65,19 @@ impl VersionedCache for RedisCache {
         }))
     }
 
-    async fn put(&self, key: &str, version: i64, body: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        let key = format!("{}{key}", self.prefix);
-        let ttl_ms = ttl.as_millis().max(1) as u64;
-        let script = &self.put_if_newer;
-        self.client
-            .run(async |c| {
-                script.key(&key).arg(version).arg(body.as_ref()).arg(ttl_ms).invoke_async::<i64>(c).await
-            })
-            .await?;
+    async fn put_many(&self, entries: Vec<CacheEntry>, ttl: Duration) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.put_if_newer.prepare_invoke();
+        invocation.arg(ttl.as_millis().max(1) as u64);
+        for entry in &entries {
+            invocation
+                .key(format!("{}{}", self.prefix, entry.key))
+                .arg(entry.version)
+                .arg(entry.body.as_ref());
+        }
+        self.client.run(async |c| invocation.invoke_async::<i64>(c).await).await?;
         Ok(())
     }
 
