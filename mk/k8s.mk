@@ -17,7 +17,11 @@ KUBE_PROMETHEUS_STACK_VERSION ?= 88.5.3
 KEDA_VERSION                  ?= 2.17.2
 METRICS_SERVER_VERSION        ?= 3.12.2
 
-.PHONY: kind-up kind-down k8s-addons dev deploy port-forward logs notification k8s-tools chart-test chart-golden-update release-check k8s-binary-check
+# The images the chart deploys, tagged as the chart expects them by default (its appVersion).
+SERVICE_IMAGES := order-service analytics-service notification-worker
+CHART_APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/orderflow/Chart.yaml)
+
+.PHONY: kind-load kind-up kind-down k8s-addons dev deploy port-forward logs notification k8s-tools chart-test chart-golden-update release-check k8s-binary-check
 
 kind-up: ## Create the local kind cluster from kind-config.yaml (idempotent)
 	@command -v kind >/dev/null || { echo "kind not found: install it from https://kind.sigs.k8s.io"; exit 1; }
@@ -26,6 +30,14 @@ kind-up: ## Create the local kind cluster from kind-config.yaml (idempotent)
 	else \
 		kind create cluster --config kind-config.yaml --name $(K8S_CLUSTER) --wait 120s; \
 	fi
+
+kind-load: ## Build the three service images (tag: the chart's appVersion) and load them into the kind cluster
+	@command -v kind >/dev/null || { echo "kind not found: install it from https://kind.sigs.k8s.io"; exit 1; }
+	@for image in $(SERVICE_IMAGES); do \
+		echo "building $$image:$(CHART_APP_VERSION)"; \
+		docker build --target $$image -t $$image:$(CHART_APP_VERSION) . || exit 1; \
+		kind load docker-image $$image:$(CHART_APP_VERSION) --name $(K8S_CLUSTER) || exit 1; \
+	done
 
 kind-down: ## Delete the local kind cluster
 	kind delete cluster --name $(K8S_CLUSTER)

@@ -113,8 +113,14 @@ for c in "${CASES[@]}"; do
     read -r name values apis <<<"$c"
     step "helm lint --strict ($name)" "$HELM" lint --strict "$CHART" -f "$values"
 done
-step "no passwords given: refused by the schema" \
-    expect_failure "rootPassword': minLength" "$HELM" template "$RELEASE" "$CHART"
+bare_install() { # a bare `helm install`: no values at all; passwords generated
+    "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" >"$OUT/bare-1.yaml" &&
+        "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" >"$OUT/bare-2.yaml" &&
+        "$VENV/python" "$HERE/check_generated_passwords.py" "$OUT/bare-1.yaml" "$OUT/bare-2.yaml"
+}
+step "no values at all (a bare helm install): passwords generated" bare_install
+step "a password shorter than 8 characters: refused by the schema" \
+    expect_failure "/auth/password'" "$HELM" template "$RELEASE" "$CHART" --set rabbitmq.auth.password=short
 step "external MySQL without host: refused by the schema" \
     expect_failure "/externalMysql/host': minLength" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
     --set mysql.enabled=false

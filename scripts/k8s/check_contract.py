@@ -9,9 +9,12 @@ Usage: check_contract.py RENDERED_DEV.yaml   (values-dev.yaml rendered in skaffo
   service's image.repository/tag from the artifact's IMAGE_REPO_/IMAGE_TAG_ template;
 - each service target runs /usr/local/bin/<target>, built by `cargo build -p <target>`, and
   declares the chart's port (ENV SERVICE_PORT, EXPOSE);
-- skaffold's port-forwards name Services and ports that the chart renders.
+- skaffold's port-forwards name Services and ports that the chart renders;
+- skaffold deploys only to the kind cluster, and `make kind-load` builds and loads exactly the
+  chart's images with the tag the chart uses by default (its appVersion).
 """
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,6 +45,27 @@ def dockerfile_stages(text):
         elif current:
             stages[current].append(line)
     return stages
+
+
+def check_kind_load(values):
+    """`make kind-load` (read with make -n): each chart image built from its target and loaded
+    into kind under <repository>:<appVersion>, the reference the chart renders by default."""
+    chart = yaml.safe_load((ROOT / "charts/orderflow/Chart.yaml").read_text())
+    commands = subprocess.run(["make", "-s", "-n", "kind-load"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
+    images = re.search(r"for image in ([^;]+); do", commands)
+    built = set(images.group(1).split()) if images else set()
+    expected = {values[key]["image"]["repository"] for key in CHART_SERVICES}
+    if built != expected:
+        fail(f"make kind-load builds {sorted(built)}, the chart deploys {sorted(expected)}")
+    tag = chart["appVersion"]
+    for key in CHART_SERVICES:
+        if values[key]["image"].get("tag") or values["image"].get("tag"):
+            fail(f"{key}: the default image tag must be empty (the chart's appVersion)")
+    for command in (f"docker build --target $image -t $image:{tag} .",
+                    f"kind load docker-image $image:{tag} --name orderflow"):
+        if command not in commands:
+            fail(f"make kind-load must run `{command}`")
 
 
 def main():
@@ -90,6 +114,10 @@ def main():
     for path in [release["chartPath"], *release.get("valuesFiles", [])]:
         if not (ROOT / path).exists():
             fail(f"skaffold release refers to missing {path}")
+
+    if skaffold["deploy"].get("kubeContext") != "kind-orderflow":
+        fail("skaffold must pin deploy.kubeContext to kind-orderflow (values-dev.yaml holds public passwords)")
+    check_kind_load(values)
 
     docs = [d for d in yaml.safe_load_all(open(rendered_dev)) if d]
     services = {(d["metadata"]["name"]): [p["port"] for p in d["spec"]["ports"]] for d in docs if d["kind"] == "Service"}

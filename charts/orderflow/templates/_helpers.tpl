@@ -234,3 +234,30 @@ Usage: include "orderflow.usesKeda" (dict "root" $ "svc" $svc)
 {{- define "orderflow.promSelector" -}}
 namespace="{{ .Release.Namespace }}", service=~"{{ include "orderflow.fullname" . }}-(order-service|analytics-service|notification-worker)"
 {{- end -}}
+
+{{/*
+A password for a Secret the release creates: the value given, else the one the Secret already
+holds (so `helm upgrade` keeps it), else a new random one. Template names are global, so the
+in-chart datastores (subcharts) use this too. Without a cluster to ask (`helm template`,
+`--dry-run`), an empty value renders a new random password each time.
+Call with (dict "root" $ "secret" <Secret name> "key" <key> "value" <given value>).
+*/}}
+{{- define "orderflow.password" -}}
+{{- if .value -}}
+{{- .value -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- $data := dig "data" (dict) $existing -}}
+{{- if hasKey $data .key -}}
+{{- index $data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Annotations of a Secret holding generated passwords that a kept volume was initialised with. */}}
+{{- define "orderflow.keptSecretAnnotations" -}}
+# Kept on uninstall: the data volume, kept too, was initialised with these passwords.
+helm.sh/resource-policy: keep
+{{- end -}}
