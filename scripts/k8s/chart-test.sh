@@ -134,6 +134,20 @@ step "webhook channel without URL: refused by the schema" \
     expect_failure "/notificationWorker/webhook/url': minLength" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
     --set 'notificationWorker.channels={log,webhook}'
 
+checksums_follow_credentials() { # a changed password rolls every service's pods
+    local before after
+    before=$("$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" | grep 'checksum/settings:')
+    after=$("$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
+        --set rabbitmq.auth.password=another-password | grep 'checksum/settings:')
+    [[ $(wc -l <<<"$before") -eq 3 ]] || { echo "expected 3 services with checksum/settings:"; echo "$before"; return 1; }
+    if [[ -n $(comm -12 <(sort <<<"$before") <(sort <<<"$after")) ]]; then
+        echo "a service's checksum/settings did not change with the RabbitMQ password"
+        return 1
+    fi
+    echo "3 services roll on a credentials change"
+}
+step "pods roll when their credentials change (checksum annotations)" checksums_follow_credentials
+
 rendered=()
 for c in "${CASES[@]}"; do
     read -r name values apis <<<"$c"

@@ -261,3 +261,54 @@ Call with (dict "root" $ "secret" <Secret name> "key" <key> "value" <given value
 # Kept on uninstall: the data volume, kept too, was initialised with these passwords.
 helm.sh/resource-policy: keep
 {{- end -}}
+
+{{/*
+The checksum annotation of a service's pods: the values its configuration and credentials come
+from, and the data of the existing Secrets it reads (read at install/upgrade), so that changing
+either rolls the pods. Generated passwords are left out: upgrades keep them.
+Call with (dict "root" $ "svc" <service values> "redis" "redis"|"dedupeRedis").
+*/}}
+{{- define "orderflow.podChecksum" -}}
+{{- $root := .root -}}
+{{- $values := $root.Values -}}
+{{- $redisKey := .redis -}}
+{{- $externalRedisKey := ternary "externalDedupeRedis" "externalRedis" (eq $redisKey "dedupeRedis") -}}
+{{- $inputs := dict
+    "service" .svc
+    "mysql" (dict "auth" $values.mysql.auth "databases" $values.mysql.databases "enabled" $values.mysql.enabled)
+    "externalMysql" $values.externalMysql
+    "rabbitmq" (dict "auth" $values.rabbitmq.auth "vhost" $values.rabbitmq.vhost "enabled" $values.rabbitmq.enabled)
+    "externalRabbitmq" $values.externalRabbitmq
+    "redis" (dict "auth" (index $values $redisKey).auth "enabled" (index $values $redisKey).enabled)
+    "externalRedis" (index $values $externalRedisKey) -}}
+{{- $existing := dict -}}
+{{- $names := list $values.mysql.auth.existingSecret $values.externalMysql.existingSecret $values.rabbitmq.auth.existingSecret $values.externalRabbitmq.existingSecret (index $values $redisKey).auth.existingSecret (index $values $externalRedisKey).existingSecret (dig "webhook" "existingSecret" "" .svc) -}}
+{{- range $names }}
+{{- if . }}
+{{- $_ := set $existing . (dig "data" (dict) (lookup "v1" "Secret" $root.Release.Namespace .)) }}
+{{- end }}
+{{- end -}}
+{{- dict "values" $inputs "existingSecrets" $existing | toJson | sha256sum -}}
+{{- end -}}
+
+{{/*
+`percent` % of resources.limits.memory (an integer with no suffix or k, M, G, Ki, Mi, Gi), in whole
+MiB, at least 1. For settings that must stay below the container's limit (Redis maxmemory, the
+RabbitMQ memory high watermark). Call with (dict "chart" <name> "setting" <what it sets>
+"resources" <resources> "percent" <percent>).
+*/}}
+{{- define "orderflow.percentOfMemoryLimit" -}}
+{{- $limit := toString (dig "limits" "memory" "" .resources) -}}
+{{- $number := regexFind "^[0-9]+" $limit -}}
+{{- $unit := trimPrefix $number $limit -}}
+{{- $factors := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 -}}
+{{- if or (not $number) (not (hasKey $factors $unit)) -}}
+{{- fail (printf "%s: %s is derived from resources.limits.memory, which must be an integer with no suffix or k, M, G, Ki, Mi, Gi (got %q)" .chart .setting $limit) -}}
+{{- end -}}
+{{- $bytes := mul (atoi $number) (get $factors $unit) -}}
+{{- $mib := div (div (mul $bytes .percent) 100) 1048576 -}}
+{{- if lt $mib 1 -}}
+{{- fail (printf "%s: %d%% of resources.limits.memory %s is less than 1 MiB" .chart (int .percent) $limit) -}}
+{{- end -}}
+{{- $mib -}}
+{{- end -}}

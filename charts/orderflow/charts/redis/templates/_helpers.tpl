@@ -37,18 +37,6 @@ The --maxmemory argument: .Values.maxmemory, or else maxmemoryPercent of resourc
 {{- if .Values.maxmemory -}}
 {{- .Values.maxmemory -}}
 {{- else -}}
-{{- $limit := toString (dig "limits" "memory" "" .Values.resources) -}}
-{{- $number := regexFind "^[0-9]+" $limit -}}
-{{- $unit := trimPrefix $number $limit -}}
-{{- $factors := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 -}}
-{{- if or (not $number) (not (hasKey $factors $unit)) -}}
-{{- fail (printf "%s: maxmemory is empty, so it is derived from resources.limits.memory, which must be an integer with no suffix or k, M, G, Ki, Mi, Gi (got %q)" .Chart.Name $limit) -}}
-{{- end -}}
-{{- $bytes := mul (atoi $number) (get $factors $unit) -}}
-{{- $mib := div (div (mul $bytes .Values.maxmemoryPercent) 100) 1048576 -}}
-{{- if lt $mib 1 -}}
-{{- fail (printf "%s: %d%% of resources.limits.memory %s is less than 1 MiB" .Chart.Name (int .Values.maxmemoryPercent) $limit) -}}
-{{- end -}}
-{{- printf "%dmb" $mib -}}
+{{- printf "%smb" (include "orderflow.percentOfMemoryLimit" (dict "chart" .Chart.Name "setting" "maxmemory" "resources" .Values.resources "percent" .Values.maxmemoryPercent)) -}}
 {{- end -}}
 {{- end -}}

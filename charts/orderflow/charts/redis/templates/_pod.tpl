@@ -3,10 +3,12 @@
 metadata:
   labels:
     {{- include "redis.labels" . | nindent 4 }}
-  {{- with .Values.podAnnotations }}
   annotations:
+    # A new password (given in values) restarts Redis with it.
+    checksum/auth: {{ .Values.auth | toJson | sha256sum }}
+    {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
-  {{- end }}
+    {{- end }}
 spec:
   automountServiceAccountToken: false
   enableServiceLinks: false
