@@ -45,6 +45,12 @@ order-service: orderService
 {{- end -}}
 
 {{/* Consumers that KEDA may scale on their queue depth. */}}
+{{/* The queue a consuming component reads: (dict "root" $ "component" <component>). */}}
+{{- define "orderflow.consumerQueue" -}}
+{{- $queues := .root.Values.queues -}}
+{{- get (dict "analytics-service" $queues.analytics "notification-worker" $queues.notifications) .component -}}
+{{- end -}}
+
 {{- define "orderflow.queueConsumers" -}}
 analytics-service: analyticsService
 notification-worker: notificationWorker
@@ -275,6 +281,7 @@ Call with (dict "root" $ "svc" <service values> "redis" "redis"|"dedupeRedis").
 {{- $externalRedisKey := ternary "externalDedupeRedis" "externalRedis" (eq $redisKey "dedupeRedis") -}}
 {{- $inputs := dict
     "service" .svc
+    "queues" $values.queues
     "mysql" (dict "auth" $values.mysql.auth "databases" $values.mysql.databases "enabled" $values.mysql.enabled)
     "externalMysql" $values.externalMysql
     "rabbitmq" (dict "auth" $values.rabbitmq.auth "vhost" $values.rabbitmq.vhost "enabled" $values.rabbitmq.enabled)
