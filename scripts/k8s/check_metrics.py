@@ -58,6 +58,24 @@ def names_in(expr, where, errors):
     return found
 
 
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+
+
+def check_runbook(rule, errors):
+    """The alert links to its own section of docs/runbooks.md (anchors as Git hosts make them)."""
+    url = rule.get("annotations", {}).get("runbook_url", "")
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in RUNBOOKS.read_text().splitlines()
+        if line.startswith("## ")
+    }
+    anchor = url.rpartition("#")[2]
+    if anchor != rule["alert"].lower():
+        errors.append(f"alert {rule['alert']}: runbook_url {url!r} does not point at its own section")
+    elif anchor not in anchors:
+        errors.append(f"alert {rule['alert']}: {RUNBOOKS.relative_to(ROOT)} has no section #{anchor}")
+
+
 def main():
     args = sys.argv[1:]
     show = args and args[0] == "--print"
@@ -72,6 +90,8 @@ def main():
                 for rule in group["rules"]:
                     rules += 1
                     used |= names_in(rule["expr"], f"rule {rule.get('alert') or rule.get('record')}", errors)
+                    if "alert" in rule:
+                        check_runbook(rule, errors)
         if doc["kind"] == "ConfigMap" and doc["metadata"].get("labels", {}).get("grafana_dashboard"):
             for key, text in doc["data"].items():
                 dashboards += 1

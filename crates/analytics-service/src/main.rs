@@ -27,16 +27,7 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(command) = command {
-        return match command.execute(settings.rabbitmq, &settings.queues.analytics).await {
-            Ok(answer) => {
-                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("{SERVICE_NAME}: {error}");
-                ExitCode::FAILURE
-            }
-        };
+        return command.main(SERVICE_NAME, settings.rabbitmq, &settings.queues.analytics).await;
     }
     let (telemetry, shutdown) = (settings.telemetry.clone(), settings.shutdown.clone());
     let build = Application::build(settings);

@@ -21,24 +21,15 @@ async fn main() -> ExitCode {
     };
     let settings = match Settings::load() {
         Ok(settings) => settings,
-        Err(error) => return fail(&error.to_string(), EXIT_CONFIG),
+        Err(error) => {
+            eprintln!("{SERVICE_NAME}: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     if let Some(command) = command {
-        // JSON on stdout, and no logs.
-        return match command.execute(settings.rabbitmq, &settings.queues.notifications).await {
-            Ok(answer) => {
-                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-                ExitCode::SUCCESS
-            }
-            Err(error) => fail(&error, 1),
-        };
+        return command.main(SERVICE_NAME, settings.rabbitmq, &settings.queues.notifications).await;
     }
     let (telemetry, shutdown) = (settings.telemetry.clone(), settings.shutdown.clone());
     let build = Application::build(settings);
     Server::run_service(SERVICE_NAME, &telemetry, &shutdown, build).await
-}
-
-fn fail(message: &str, code: u8) -> ExitCode {
-    eprintln!("{SERVICE_NAME}: {message}");
-    ExitCode::from(code)
 }

@@ -1,16 +1,34 @@
+//! `order-service`                          run the service
+//! `order-service parked list [--limit N]`   show parked `OrderProcessed` messages (JSON)
+//! `order-service parked replay [--limit N]` move parked messages back to the queue
+
+use std::process::ExitCode;
+
+use messaging::rabbitmq::cli::ParkedCommand;
 use order_service::{Application, SERVICE_NAME, settings::Settings};
 use platform::{config::EXIT_CONFIG, http::Server};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     platform::install_crypto_provider();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match ParkedCommand::parse(&args) {
+        Ok(command) => command,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("{SERVICE_NAME}: {error}");
-            return std::process::ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(command) = command {
+        return command.main(SERVICE_NAME, settings.rabbitmq, &settings.queues.order_processed).await;
+    }
     let (telemetry, shutdown) = (settings.telemetry.clone(), settings.shutdown.clone());
     let build = Application::build(settings);
     Server::run_service(SERVICE_NAME, &telemetry, &shutdown, build).await

@@ -352,3 +352,45 @@ async fn a_full_write_queue_answers_503_at_once() {
     assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE customer_id = 'refused'").await, 0);
     app.cleanup().await;
 }
+
+/// An `OrderProcessed` message order-service cannot read is parked, and `order-service parked`
+/// lists and replays it like the other services' commands.
+#[tokio::test]
+async fn parked_processed_events_can_be_listed_and_replayed_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    let malformed = serde_json::json!({ "event_id": uuid::Uuid::now_v7().to_string(), "not": "an event" });
+    app.publish(contracts::routing_key::ORDER_PROCESSED, &malformed).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = parked_cli(&app, &["parked", "list", "--limit", "10"]).await;
+        if listed["parked"] == 1 || tokio::time::Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed["parked"], 1, "{listed}");
+    assert_eq!(listed["queue"], app.settings.queues.order_processed);
+    assert_eq!(listed["messages"][0]["message_id"], malformed["event_id"], "{listed}");
+
+    let replayed = parked_cli(&app, &["parked", "replay"]).await;
+    assert_eq!(replayed["replayed"], 1, "{replayed}");
+    app.cleanup().await;
+}
+
+/// Runs the order-service binary with the test's broker settings; what it printed, as JSON.
+async fn parked_cli(app: &TestApp, args: &[&str]) -> Value {
+    let settings = &app.settings;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-service"))
+        .args(args)
+        .env_clear()
+        .env("RABBITMQ_URL", settings.rabbitmq.url.as_deref().unwrap())
+        .env("ORDERFLOW_RABBITMQ__EXCHANGE", &settings.rabbitmq.exchange)
+        .env("ORDERFLOW_QUEUES__ORDER_PROCESSED", &settings.queues.order_processed)
+        .output()
+        .await
+        .expect("run order-service");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
+}

@@ -44,8 +44,22 @@ impl ParkedCommand {
         }
     }
 
-    /// Runs the command on a connection of its own, closed afterwards: what the service binaries
-    /// do for `<binary> parked …`.
+    /// `<binary> parked …`: runs the command, prints its answer as JSON on stdout (no logs), or the
+    /// error on stderr; the process's exit code.
+    pub async fn main(self, service: &str, settings: RabbitSettings, queue: &str) -> std::process::ExitCode {
+        match self.execute(settings, queue).await {
+            Ok(answer) => {
+                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{service}: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Runs the command on a connection of its own, closed afterwards.
     pub async fn execute(self, settings: RabbitSettings, queue: &str) -> Result<Value, String> {
         let shutdown = Shutdown::new();
         let status = Health::new(&mut Default::default()).add_status("rabbitmq", true);
