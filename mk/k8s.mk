@@ -81,7 +81,7 @@ notification: ## Follow the notification worker's logs in the cluster (one line 
 k8s-tools: ## Install the pinned validation tools (helm, kubernetes-validate, checkov, ...) into .tools/ and .venv/
 	scripts/k8s/install-tools.sh
 
-chart-test: ## Offline validation of Dockerfile, chart, rendered manifests, skaffold and kind configs
+chart-test: servers ## Offline validation of Dockerfile, chart, rendered manifests, skaffold and kind configs (and the MySQL init script on the local MariaDB)
 	scripts/k8s/chart-test.sh
 
 chart-golden-update: ## Re-render the chart's golden files (charts/orderflow/ci/golden) after a deliberate change

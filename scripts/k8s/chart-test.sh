@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline validation of the Kubernetes packaging: Dockerfile, Helm chart (+ subcharts),
 # rendered manifests, CRD objects, skaffold/kind configs. No cluster or network needed
-# beyond the package registries the tool installer uses.
+# beyond the package registries the tool installer uses; the rendered MySQL init script runs
+# against the local MariaDB (make servers).
 #
 #   scripts/k8s/chart-test.sh                  run every check
 #   scripts/k8s/chart-test.sh --update-golden  re-render charts/orderflow/ci/golden/*.yaml
@@ -164,6 +165,8 @@ step "every rendered kind is covered by one of the two validators" all_kinds_cov
 step "policy: pods, service contract, autoscalers, MySQL init SQL" \
     "$VENV/python" "$HERE/check_rendered.py" default="$OUT/default.yaml" full="$OUT/full.yaml" \
     external="$OUT/external.yaml" dev="$OUT/dev.yaml"
+step "MySQL init script on MariaDB: hostile passwords, each user reaches only its database" \
+    "$VENV/python" "$HERE/check_mysql_init.py" "$HELM" "$CHART"
 step "checkov on rendered manifests (skips justified in checkov.yaml)" \
     "$VENV/checkov" --config-file "$HERE/checkov.yaml" $(printf -- '-f %s ' "${rendered[@]}")
 step "PromQL parses; metrics used == charts/orderflow/metrics-used.txt" \
