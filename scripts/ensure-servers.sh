@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Makes sure MariaDB, Redis and RabbitMQ answer on their usual loopback ports, starting any that
-# does not (the tests run against these real servers), and that the RabbitMQ 4 broker the chart
-# deploys runs beside them on :5673 (scripts/rabbitmq4.sh). Safe to run when they are already up.
+# does not (the tests run against these real servers), that the RabbitMQ 4 broker the chart
+# deploys runs beside them on :5673 (scripts/rabbitmq4.sh), and that the Debian packages the tests
+# use are installed. Safe to run when they are already up.
 set -euo pipefail
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The chart contract tests run the services as their pods would (user, read-only root) in
+# bubblewrap.
+if ! command -v bwrap >/dev/null; then
+  echo "installing bubblewrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; }
+fi
 
 wait_for() {
   local name=$1 port=$2

@@ -146,6 +146,8 @@ pub enum EnvValue {
 }
 
 /// A service's Deployment in one render.
+pub use crate::Sandbox;
+
 pub struct ServiceDeployment<'a> {
     pub binary: &'static str,
     pub deployment: &'a Value,
@@ -192,6 +194,40 @@ impl<'a> ServiceDeployment<'a> {
             }
         }
         env
+    }
+
+    /// How the pod runs its container: user, group, whether the root filesystem is read-only, and
+    /// the emptyDir volumes mounted into it (the only places it can write then).
+    pub fn sandbox(&self) -> Sandbox {
+        let pod = &self.pod_spec()["securityContext"];
+        let container = &self.container["securityContext"];
+        let id = |field: &str| {
+            container[field]
+                .as_u64()
+                .or_else(|| pod[field].as_u64())
+                .and_then(|id| u32::try_from(id).ok())
+                .unwrap_or_else(|| panic!("{}: {} sets no {field}", self.rendered.case, self.binary))
+        };
+        let empty_dirs: Vec<&str> = self.pod_spec()["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|volume| volume.get("emptyDir").is_some())
+            .filter_map(|volume| volume["name"].as_str())
+            .collect();
+        let writable = self.container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|mount| mount["name"].as_str().is_some_and(|name| empty_dirs.contains(&name)))
+            .filter_map(|mount| mount["mountPath"].as_str().map(str::to_owned))
+            .collect();
+        Sandbox {
+            user: id("runAsUser"),
+            group: id("runAsGroup"),
+            read_only_root: container["readOnlyRootFilesystem"] == true,
+            writable,
+        }
     }
 
     /// The container port a probe or Service names (`http`) or gives as a number.
@@ -386,7 +422,9 @@ impl ChartSystem {
             };
             let env = run_env(deployment.binary, &deployment.env(), &local);
             system.databases.extend(database);
-            let process = ServiceProcess::start(deployment.binary, &env).await;
+            // As the pod runs it: its user and group, on a read-only root with only its emptyDirs.
+            let process =
+                ServiceProcess::start_in(deployment.binary, &env, Some(&deployment.sandbox())).await;
             system.envs.insert(deployment.binary, env);
             system.addresses.insert(deployment.binary, address);
             system.processes.insert(deployment.binary, process);

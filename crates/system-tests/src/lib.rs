@@ -46,11 +46,52 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// How a container runs: as `user`:`group`, on a read-only view of the root filesystem when
+/// `read_only_root`, with an empty writable directory at each of `writable` (the pod's emptyDirs).
+/// Needs root (as CI runs) and bwrap, from Debian's bubblewrap, which `make servers` installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub user: u32,
+    pub group: u32,
+    pub read_only_root: bool,
+    pub writable: Vec<String>,
+}
+
+impl Sandbox {
+    /// bwrap (a mount namespace: the root read-only, each writable path a fresh tmpfs) running
+    /// setpriv, which becomes `user`:`group` with no supplementary groups and no way to gain
+    /// privileges before it runs the program that follows.
+    fn command(&self, program: &std::path::Path) -> Command {
+        let mut command = Command::new("bwrap");
+        let root = if self.read_only_root { "--ro-bind" } else { "--bind" };
+        command.args([root, "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+        // The build directory may sit where the pod's user cannot go (under /root, say): show it
+        // at /mnt, as the image has its binary in a directory of its own, and start from /.
+        let directory = program.parent().expect("the program's directory");
+        command.arg("--ro-bind").arg(directory).arg("/mnt").args(["--chdir", "/"]);
+        for path in &self.writable {
+            // An emptyDir with fsGroup: writable by the pod's user.
+            command.args(["--perms", "1777", "--tmpfs", path]);
+        }
+        command.args(["--die-with-parent", "--", "setpriv"]).args([
+            format!("--reuid={}", self.user),
+            format!("--regid={}", self.group),
+            "--clear-groups".to_owned(),
+            "--no-new-privs".to_owned(),
+            "--".to_owned(),
+        ]);
+        command.arg(std::path::Path::new("/mnt").join(program.file_name().expect("the program's name")));
+        command
+    }
+}
+
 /// One running service process and everything it printed.
 pub struct ServiceProcess {
     pub name: &'static str,
     pub port: u16,
     child: Child,
+    /// Started through bwrap: the service is bwrap's child.
+    sandboxed: bool,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -58,7 +99,19 @@ impl ServiceProcess {
     /// Starts `name` with `env` (and nothing inherited that could change its configuration),
     /// waiting until it listens.
     pub async fn start(name: &'static str, env: &BTreeMap<String, String>) -> ServiceProcess {
-        let mut command = Command::new(binary(name));
+        Self::start_in(name, env, None).await
+    }
+
+    /// [`ServiceProcess::start`], inside `sandbox` when given.
+    pub async fn start_in(
+        name: &'static str,
+        env: &BTreeMap<String, String>,
+        sandbox: Option<&Sandbox>,
+    ) -> ServiceProcess {
+        let mut command = match sandbox {
+            Some(sandbox) => sandbox.command(&binary(name)),
+            None => Command::new(binary(name)),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -87,7 +140,7 @@ impl ServiceProcess {
                 }
             });
         }
-        let mut process = ServiceProcess { name, port: 0, child, lines };
+        let mut process = ServiceProcess { name, port: 0, child, sandboxed: sandbox.is_some(), lines };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let listening =
@@ -123,6 +176,40 @@ impl ServiceProcess {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// The service's own process id (inside a sandbox, bwrap's child).
+    pub fn service_pid(&self) -> u32 {
+        let pid = self.child.id().expect("running process");
+        if !self.sandboxed {
+            return pid;
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|child| child.parse().ok())
+            .expect("the sandboxed service runs")
+    }
+
+    /// How the service runs, as the kernel sees it: effective user and group, and whether its
+    /// root filesystem is mounted read-only.
+    pub fn seen_running_as(&self) -> (u32, u32, bool) {
+        let pid = self.service_pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+        let effective = |field: &str| -> u32 {
+            let line = status.lines().find(|line| line.starts_with(field)).expect("id line");
+            line.split_whitespace().nth(2).and_then(|id| id.parse().ok()).expect("effective id")
+        };
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        // Fields: id, parent, major:minor, root, mount point, options, …
+        let root_read_only = mounts.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(4) == Some(&"/")
+                && fields.get(5).is_some_and(|options| options.split(',').any(|o| o == "ro"))
+        });
+        (effective("Uid:"), effective("Gid:"), root_read_only)
+    }
+
     /// SIGKILL: no shutdown hook runs, exactly like a crashed pod.
     pub async fn kill_hard(mut self) {
         let _ = self.child.start_kill();
@@ -137,7 +224,13 @@ impl ServiceProcess {
     /// SIGTERM, as the kubelet sends it; the exit status if the process exits within `grace`,
     /// else `None` (and it is killed, as the kubelet would).
     pub async fn terminate_within(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id().expect("running process").to_string();
+        let mut pid = self.child.id().expect("running process").to_string();
+        if self.sandboxed {
+            // bwrap passes the service's exit status on, but not signals: signal the service.
+            let children =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            pid = children.split_whitespace().next().expect("the sandboxed service runs").to_owned();
+        }
         let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => Some(status.expect("exit status")),

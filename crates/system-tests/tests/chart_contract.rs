@@ -131,6 +131,15 @@ async fn deployments_serve_what_the_chart_declares(case: &str) {
     let mut system = ChartSystem::start(&rendered).await;
     let monitoring = rendered.of_kind("ServiceMonitor").next().is_some();
     for deployment in rendered.service_deployments() {
+        // Started as the pod's securityContext runs it: its user and group, a read-only root.
+        let sandbox = deployment.sandbox();
+        assert!(sandbox.read_only_root && sandbox.writable == ["/tmp"], "{case}: {sandbox:?}");
+        assert_eq!(
+            system.process(deployment.binary).seen_running_as(),
+            (sandbox.user, sandbox.group, true),
+            "{case}: {} runs as its pod would",
+            deployment.binary
+        );
         let port = check_port(&system, &deployment);
         check_probes(&system, &deployment, port).await;
         check_service(&deployment, port);
