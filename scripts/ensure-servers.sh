@@ -7,13 +7,16 @@ set -euo pipefail
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The chart contract tests run the services as their pods would (user, read-only root) in
-# bubblewrap.
-if ! command -v bwrap >/dev/null; then
-  echo "installing bubblewrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null \
-    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; }
-fi
+# Debian packages the tests use: bubblewrap runs the services as their pods would (user,
+# read-only root) in the chart contract tests; prometheus brings promtool for the alert rules.
+install_package() { # command package
+  command -v "$1" >/dev/null && return
+  echo "installing $2"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null; }
+}
+install_package bwrap bubblewrap
+install_package promtool prometheus
 
 wait_for() {
   local name=$1 port=$2

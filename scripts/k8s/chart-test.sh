@@ -171,6 +171,8 @@ step "checkov on rendered manifests (skips justified in checkov.yaml)" \
     "$VENV/checkov" --config-file "$HERE/checkov.yaml" $(printf -- '-f %s ' "${rendered[@]}")
 step "PromQL parses; metrics used == charts/orderflow/metrics-used.txt" \
     "$VENV/python" "$HERE/check_metrics.py" "$OUT/full.yaml"
+step "alert rules: promtool check rules, and a firing and a quiet test per alert" \
+    "$VENV/python" "$HERE/check_alerts.py" "$OUT/full.yaml"
 step "contract: skaffold artifacts = Dockerfile targets = chart images" \
     "$VENV/python" "$HERE/check_contract.py" "$OUT/dev.yaml"
 for c in "${CASES[@]}"; do
