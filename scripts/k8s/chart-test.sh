@@ -105,9 +105,8 @@ step "skaffold.yaml against the skaffold/v4beta14 schema" \
     "$VENV/check-jsonschema" --schemafile "$HERE/schemas/skaffold-v4beta14.json" skaffold.yaml
 step "kind-config.yaml against the kind v1alpha4 schema" \
     "$VENV/check-jsonschema" --schemafile "$HERE/schemas/kind-v1alpha4.schema.json" kind-config.yaml
-step "grafana dashboards are valid JSON" \
-    python3 -c 'import json,sys; [json.load(open(f)) for f in sys.argv[1:]]; print(len(sys.argv)-1, "dashboards")' \
-    "$CHART"/dashboards/*.json
+step "grafana dashboards: ids, grid, variables, datasource variable everywhere" \
+    "$VENV/python" "$HERE/check_dashboards.py" "$CHART"/dashboards/*.json
 
 # --- chart -----------------------------------------------------------------------------------
 for c in "${CASES[@]}"; do

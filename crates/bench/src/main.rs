@@ -89,6 +89,7 @@ async fn on_real_servers(seconds: u64) -> anyhow::Result<()> {
             analytics_service: deployment.service("analytics-service").url(""),
             notification_worker: deployment.service("notification-worker").url(""),
             processed_queue: deployment.queues.order_processed.clone(),
+            database: Some(sqlx::MySqlPool::connect(&servers.mysql).await?),
         };
         println!("== the system on MariaDB, RabbitMQ and Redis (whole-system CPU: the three services and the three servers)");
         for clients in [16, 64] {
@@ -114,6 +115,7 @@ async fn embedded(seconds: u64) -> anyhow::Result<()> {
             analytics_service: format!("http://127.0.0.1:{}", system.analytics_port),
             notification_worker: format!("http://127.0.0.1:{}", system.notification_port),
             processed_queue: contracts::Queues::default().order_processed,
+            database: None,
         };
         println!("== the embedded system (orderflow: SQLite, in-memory caches, in-process bus)");
         pipeline::orders(&endpoints, &processes, 64, seconds, 1).await?;

@@ -21,6 +21,19 @@ pub struct Endpoints {
     pub notification_worker: String,
     /// order-service's `OrderProcessed` queue (a label of its metrics).
     pub processed_queue: String,
+    /// The MySQL server, whose statement counters tell what an order costs it.
+    pub database: Option<sqlx::MySqlPool>,
+}
+
+/// The server's statement and commit counters (all its clients: this machine runs no others).
+async fn statements(database: &sqlx::MySqlPool) -> anyhow::Result<(u64, u64)> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')")
+            .fetch_all(database)
+            .await?;
+    let value =
+        |name: &str| rows.iter().find(|(key, _)| key == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    Ok((value("Questions"), value("Com_commit")))
 }
 
 /// Orders counted by analytics, moved to `processed` by order-service, and notifications sent.
@@ -70,6 +83,10 @@ pub async fn orders(
     let http = reqwest::Client::new();
     let client = Arc::new(OrderClient::new(&endpoints.order_service));
     let before = endpoints.progress(&http).await?;
+    let statements_before = match &endpoints.database {
+        Some(database) => Some(statements(database).await?),
+        None => None,
+    };
     let cpu_before = processes.cpu_seconds();
     let started = Instant::now();
     let poster = client.clone();
@@ -109,6 +126,15 @@ pub async fn orders(
         done_after.as_secs_f64(),
     );
     println!("  CPU per fully processed order: {}", describe(total, &parts));
+    if let (Some(database), Some((questions, commits))) = (&endpoints.database, statements_before) {
+        let (questions_after, commits_after) = statements(database).await?;
+        // Noise-free figures beside the CPU: what one order asks of the database.
+        println!(
+            "  MariaDB per order: {:.2} statements, {:.3} commits",
+            questions_after.saturating_sub(questions) as f64 / created.max(1) as f64,
+            commits_after.saturating_sub(commits) as f64 / created.max(1) as f64,
+        );
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use deadpool_redis::redis;
 use platform::redis::{RedisClient, RedisError};
 use uuid::Uuid;
 
+const PENDING: &str = "pending";
 const SENT: &str = "sent";
 
 /// The outcome of claiming one (channel, event).
@@ -61,22 +62,6 @@ pub trait Dedupe: Send + Sync {
     async fn ping(&self) -> Result<(), DedupeError>;
 }
 
-/// `KEYS` one per event, `ARGV[1]` the claim's TTL in ms. Per key: 1 claimed now, 2 sent before,
-/// 3 claimed by someone else (or a claim that just expired: someone may be sending, try later).
-const CLAIM: &str = r#"
-local answers = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('SET', key, 'pending', 'NX', 'PX', ARGV[1]) then
-    answers[i] = 1
-  elseif redis.call('GET', key) == 'sent' then
-    answers[i] = 2
-  else
-    answers[i] = 3
-  end
-end
-return answers
-"#;
-
 /// [`Dedupe`] on Redis: `<prefix>notified:<channel>:<event_id>` = `pending` | `sent`.
 pub struct RedisDedupe {
     client: RedisClient,
@@ -84,7 +69,6 @@ pub struct RedisDedupe {
     claim_ttl: Duration,
     sent_ttl: Duration,
     store: Mutex<StoreCheck>,
-    claim: redis::Script,
 }
 
 /// What the last look at the server's configuration found.
@@ -99,14 +83,7 @@ struct StoreCheck {
 
 impl RedisDedupe {
     pub fn new(client: RedisClient, prefix: &str, claim_ttl: Duration, sent_ttl: Duration) -> Self {
-        RedisDedupe {
-            client,
-            prefix: prefix.to_owned(),
-            claim_ttl,
-            sent_ttl,
-            store: Mutex::default(),
-            claim: redis::Script::new(CLAIM),
-        }
+        RedisDedupe { client, prefix: prefix.to_owned(), claim_ttl, sent_ttl, store: Mutex::default() }
     }
 
     fn lock_store(&self) -> std::sync::MutexGuard<'_, StoreCheck> {
@@ -210,30 +187,37 @@ fn millis(duration: Duration) -> u64 {
 
 #[async_trait]
 impl Dedupe for RedisDedupe {
+    /// One pipeline of `SET NX` for the batch; a second one reads the keys that were taken, which
+    /// only duplicates and retries have.
     async fn claim(&self, channel: &str, event_ids: &[Uuid]) -> Result<Vec<Claim>, DedupeError> {
         self.ensure_safe().await?;
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut claim = self.claim.prepare_invoke();
-        claim.arg(millis(self.claim_ttl));
-        for event_id in event_ids {
-            claim.key(self.key(channel, *event_id));
+        let keys: Vec<String> = event_ids.iter().map(|event_id| self.key(channel, *event_id)).collect();
+        let mut claims = redis::pipe();
+        for key in &keys {
+            claims.cmd("SET").arg(key).arg(PENDING).arg("NX").arg("PX").arg(millis(self.claim_ttl));
         }
-        let answers: Vec<u8> = self.run(async |c| claim.invoke_async(c).await).await?;
-        if answers.len() != event_ids.len() {
-            return Err(DedupeError::Unavailable(format!(
-                "{} claims answered for {} events",
-                answers.len(),
-                event_ids.len()
-            )));
+        let claimed: Vec<Option<String>> = self.run(async |c| claims.query_async(c).await).await?;
+        let taken: Vec<&String> =
+            keys.iter().zip(&claimed).filter(|(_, claimed)| claimed.is_none()).map(|(key, _)| key).collect();
+        let mut current: Vec<Option<String>> = Vec::new();
+        if !taken.is_empty() {
+            let mut reads = redis::pipe();
+            for key in &taken {
+                reads.cmd("GET").arg(*key);
+            }
+            current = self.run(async |c| reads.query_async(c).await).await?;
         }
-        Ok(answers
-            .into_iter()
-            .map(|answer| match answer {
-                1 => Claim::Acquired,
-                2 => Claim::AlreadySent,
-                _ => Claim::InProgress,
+        let mut current = current.into_iter();
+        Ok(claimed
+            .iter()
+            .map(|claimed| match claimed {
+                Some(_) => Claim::Acquired,
+                // Gone in between means a claim just expired: someone may be sending, so try later.
+                None if current.next().flatten().as_deref() == Some(SENT) => Claim::AlreadySent,
+                None => Claim::InProgress,
             })
             .collect())
     }

@@ -121,6 +121,12 @@ async fn full_values_deployments_serve_what_the_chart_declares() {
     deployments_serve_what_the_chart_declares("full").await;
 }
 
+/// values-dev.yaml: the file `make dev` installs.
+#[tokio::test]
+async fn dev_values_deployments_serve_what_the_chart_declares() {
+    deployments_serve_what_the_chart_declares("dev").await;
+}
+
 #[tokio::test]
 async fn external_datastore_deployments_serve_what_the_chart_declares() {
     deployments_serve_what_the_chart_declares("external").await;
