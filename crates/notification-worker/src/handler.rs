@@ -68,8 +68,8 @@ impl NotificationHandler {
 
     /// Sends every notification through `channel` once: claims the events of the batch in one
     /// call, sends what it claimed (`concurrency` at a time), and records what was sent, or gives
-    /// up the claims of failed sends, as the sends finish: a crash leaves at most the sends in
-    /// flight unrecorded.
+    /// up the claims of failed sends, chunk by chunk as the sends finish: a crash leaves unrecorded
+    /// only the sends in flight and the chunk being recorded.
     async fn notify(&self, channel: &dyn Channel, pending: &[Pending]) -> Vec<Result<Handled, HandleError>> {
         let name = channel.name();
         let event_ids: Vec<Uuid> = pending.iter().map(|p| p.notification.event_id).collect();
