@@ -121,6 +121,12 @@ bare_install() { # a bare `helm install`: no values at all; passwords generated
 step "no values at all (a bare helm install): passwords generated" bare_install
 step "a password shorter than 8 characters: refused by the schema" \
     expect_failure "/auth/password'" "$HELM" template "$RELEASE" "$CHART" --set rabbitmq.auth.password=short
+step "a service database the in-chart MySQL does not create: refused" \
+    expect_failure "analyticsService.database.name \"other_db\" is not in mysql.databases" \
+    "$HELM" template "$RELEASE" "$CHART" --set analyticsService.database.name=other_db
+step "a service user that disagrees with mysql.databases: refused" \
+    expect_failure "orderService.database (user \"someone\"" \
+    "$HELM" template "$RELEASE" "$CHART" --set orderService.database.user=someone
 step "external MySQL without host: refused by the schema" \
     expect_failure "/externalMysql/host': minLength" "$HELM" template "$RELEASE" "$CHART" -f "$CHART/ci/default-values.yaml" \
     --set mysql.enabled=false

@@ -40,7 +40,12 @@ def main(helm, chart):
         {"name": f"oftest_init_{run}_a", "user": f"oft_{run}_a", "passwordKey": "order-db-password", "password": HOSTILE[0]},
         {"name": f"oftest_init_{run}_b", "user": f"oft_{run}_b", "passwordKey": "analytics-db-password", "password": HOSTILE[1]},
     ]
-    values = {"mysql": {"auth": {"rootPassword": "unused-root-password"}, "databases": databases}}
+    values = {
+        "mysql": {"auth": {"rootPassword": "unused-root-password"}, "databases": databases},
+        # The services' database values must agree with what MySQL creates (the chart checks).
+        "orderService": {"database": {k: databases[0][k] for k in ("name", "user", "passwordKey")}},
+        "analyticsService": {"database": {k: databases[1][k] for k in ("name", "user", "passwordKey")}},
+    }
     problems = []
     with tempfile.TemporaryDirectory() as directory:
         values_path = os.path.join(directory, "values.yaml")
