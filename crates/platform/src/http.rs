@@ -367,6 +367,9 @@ async fn accept_connections(
             },
             () = stop.requested() => break,
         };
+        // Answers leave at once: under Nagle's algorithm the second part of an answer written in
+        // two waits for the client's delayed ACK (up to 200 ms on Linux).
+        let _ = stream.set_nodelay(true);
         let io = TokioIo::new(ProtocolDetectionDeadline::new(stream, header_read_timeout));
         let connection =
             graceful.watch(builder.serve_connection_with_upgrades(io, service.clone()).into_owned());
