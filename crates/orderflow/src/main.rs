@@ -25,13 +25,9 @@ const NAME: &str = "orderflow";
 fn main() -> ExitCode {
     let started = Instant::now();
     platform::install_crypto_provider();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match ParkedCommand::parse(&args) {
+    let command = match ParkedCommand::from_process_args() {
         Ok(command) => command,
-        Err(usage) => {
-            eprintln!("{usage}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(exit) => return exit,
     };
     let settings = match Settings::load() {
         Ok(settings) => settings,

@@ -44,6 +44,16 @@ impl ParkedCommand {
         }
     }
 
+    /// What the process's arguments ask for: `None` to run the service. Bad arguments print the
+    /// usage; the exit code to leave with is the error.
+    pub fn from_process_args() -> Result<Option<ParkedCommand>, std::process::ExitCode> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        Self::parse(&args).map_err(|usage| {
+            eprintln!("{usage}");
+            std::process::ExitCode::from(platform::config::EXIT_CONFIG)
+        })
+    }
+
     /// `<binary> parked …`: runs the command, prints its answer as JSON on stdout (no logs), or the
     /// error on stderr; the process's exit code.
     pub async fn main(self, service: &str, settings: RabbitSettings, queue: &str) -> std::process::ExitCode {
