@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use messaging::rabbitmq::cli::ParkedCommand;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, eventually, on_both_backends, order_created};
+use support::{Backend, TestApp, eventually, on_both_backends, order_created, parked_command};
 use test_support::{FaultProxy, host_port};
 
 on_both_backends!(
@@ -165,8 +164,8 @@ async fn bad_messages_are_parked_and_never_block_the_queue(backend: Backend) {
 
     app.wait_for_orders(1).await;
     let parked = eventually(Duration::from_secs(10), "three parked messages", || async {
-        let listed = app.parked(ParkedCommand::List { limit: 10 }).await;
-        (listed["messages"].as_array()?.len() == 3).then_some(listed)
+        let listed = app.parked(parked_command("parked list --limit 10")).await;
+        (listed["queues"][0]["messages"].as_array()?.len() == 3).then_some(listed["queues"][0].clone())
     })
     .await;
     let reasons: Vec<String> = parked["messages"]
@@ -182,8 +181,8 @@ async fn bad_messages_are_parked_and_never_block_the_queue(backend: Backend) {
     assert!(test_support::metric_sum(&metrics, "messages_dead_lettered_total", "") > 0.0, "{metrics}");
 
     // Replayed, they fail again and are parked again: nothing is lost, nothing counted.
-    let replayed = app.parked(ParkedCommand::Replay { limit: 10 }).await;
-    assert_eq!(replayed["replayed"], 3);
+    let replayed = app.parked(parked_command("parked replay")).await;
+    assert_eq!(replayed["queues"][0]["replayed"], 3);
     eventually(Duration::from_secs(10), "parked again", || async {
         (app.queue_depths().await == (0, 3)).then_some(())
     })

@@ -144,19 +144,6 @@ impl Subscription {
     }
 }
 
-/// A message parked in a dead-letter queue, as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ParkedMessage {
-    pub message_id: Option<String>,
-    pub event_type: Option<String>,
-    pub routing_key: String,
-    /// Why it was parked (`x-death-reason` / `x-error` headers, or the broker's own reason).
-    pub reason: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    /// The body, as text when it is UTF-8.
-    pub payload: String,
-}
-
 /// Why a subscription could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot subscribe: {0}")]

@@ -25,6 +25,10 @@ use messaging::{
     Delivery, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics, OutgoingMessage,
     PublishError, Subscription,
     metrics::{DeadLetterLabels, OutcomeLabels, QueueLabels},
+    parked::{
+        DeadLetters, Selection,
+        cli::{ParkedCommand, Unattended},
+    },
     rabbitmq::{QueueNames, RabbitError, RabbitMq, RabbitSettings, headers},
 };
 use platform::{DependencyStatus, Health, Shutdown};
@@ -399,7 +403,7 @@ async fn transient_failures_are_retried_with_growing_attempts_then_parked() {
     assert!(recorder.seen().iter().all(|delivery| delivery.headers == sent.headers));
     assert!(recorder.seen().iter().all(|delivery| delivery.message_id == Some(sent.event_id.to_string())));
 
-    let parked = harness.rabbit.list_parked(&queue, 10).await.unwrap();
+    let parked = harness.rabbit.list_parked(&queue, &Selection::first(10)).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].message_id, Some(sent.event_id.to_string()));
     assert_eq!(parked[0].reason.as_deref(), Some("database unavailable"));
@@ -441,7 +445,7 @@ async fn a_permanent_failure_is_parked_at_once_and_does_not_block_the_queue() {
     .await;
     let poison = recorder.seen_payload("poison");
     assert_eq!(poison.len(), 1, "a permanent failure is never retried");
-    let parked = harness.rabbit.list_parked(&queue, 10).await.unwrap();
+    let parked = harness.rabbit.list_parked(&queue, &Selection::first(10)).await.unwrap();
     assert_eq!(parked[0].reason.as_deref(), Some("not an order"));
     assert_eq!(parked[0].payload, "poison");
     let permanent = DeadLetterLabels { queue: queue.clone(), reason: "permanent" };
@@ -576,12 +580,12 @@ async fn parked_messages_can_be_listed_without_loss_and_replayed() {
     let expected_ids: Vec<Option<String>> =
         sent.iter().map(|message| Some(message.event_id.to_string())).collect();
     for _ in 0..3 {
-        let listed = harness.rabbit.list_parked(&queue, 10).await.unwrap();
+        let listed = harness.rabbit.list_parked(&queue, &Selection::first(10)).await.unwrap();
         let ids: Vec<Option<String>> = listed.iter().map(|parked| parked.message_id.clone()).collect();
         assert_eq!(ids, expected_ids, "listing keeps every message, in order");
         assert!(listed.iter().all(|parked| parked.reason.as_deref() == Some("unknown currency")));
     }
-    let first_two = harness.rabbit.list_parked(&queue, 2).await.unwrap();
+    let first_two = harness.rabbit.list_parked(&queue, &Selection::first(2)).await.unwrap();
     assert_eq!(
         first_two.iter().map(|parked| parked.message_id.clone()).collect::<Vec<_>>(),
         expected_ids[..2]
@@ -593,7 +597,7 @@ async fn parked_messages_can_be_listed_without_loss_and_replayed() {
     .await;
 
     fixed.store(true, Ordering::SeqCst);
-    assert_eq!(harness.rabbit.replay_parked(&queue, 10).await.unwrap(), 3);
+    assert_eq!(harness.rabbit.replay_parked(&queue, &Selection::first(10), &|_, _| {}).await.unwrap(), 3);
     eventually(WAIT, "the replayed messages to be processed", || async {
         (harness.consumed(&queue, "ack") == 3).then_some(())
     })
@@ -606,6 +610,91 @@ async fn parked_messages_can_be_listed_without_loss_and_replayed() {
     harness.stop().await;
 }
 
+/// Runs a parked command as an operator types it; its JSON answer and the progress reported.
+async fn operator(rabbit: &RabbitMq, queue: &str, line: &str) -> (serde_json::Value, Vec<(usize, usize)>) {
+    let command = ParkedCommand::parse("analytics-service", "", line.split_whitespace().map(str::to_owned))
+        .unwrap()
+        .unwrap();
+    let console = Unattended::answering(true);
+    let answer = command.run(rabbit, &[queue], &console).await.unwrap().to_json();
+    (answer, console.progress_reports().into_iter().map(|(_, done, total)| (done, total)).collect())
+}
+
+#[tokio::test]
+async fn operators_act_only_on_what_they_select_oldest_first_and_the_rest_stays() {
+    let mut harness = Harness::start(settings(amqp_url())).await;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let recorder = Recorder::new({
+        let fixed = fixed.clone();
+        move |delivery| {
+            if delivery.payload.starts_with(b"gone") {
+                Err(HandleError::Permanent("webhook answered 410 Gone".into()))
+            } else if fixed.load(Ordering::SeqCst) {
+                Ok(Handled::Processed)
+            } else {
+                Err(HandleError::Permanent("unknown currency".into()))
+            }
+        }
+    });
+    let queue = harness.consume(recorder.clone()).await;
+    // More than one round of replay confirms, with a few to discard among them.
+    let sent: Vec<OutgoingMessage> = (0..300)
+        .map(|i| message(&if i % 60 == 7 { format!("gone {i}") } else { format!("keep {i}") }))
+        .collect();
+    assert!(harness.rabbit.publish(&sent).await.iter().all(Result::is_ok));
+    eventually(WAIT, "every message parked", || async {
+        (harness.parked(&queue).await == 300).then_some(())
+    })
+    .await;
+    let listed_ids = |answer: &serde_json::Value| -> Vec<String> {
+        let messages = answer["queues"][0]["messages"].as_array().unwrap();
+        messages.iter().map(|message| message["message_id"].as_str().unwrap().to_owned()).collect()
+    };
+    // The order they were parked in (consumers park a batch concurrently), as listed.
+    let (everything, _) = operator(&harness.rabbit, &queue, "parked list --limit 1000").await;
+    let ids_of = |prefix: &str| -> Vec<String> {
+        let messages = everything["queues"][0]["messages"].as_array().unwrap();
+        messages
+            .iter()
+            .filter(|message| message["payload"].as_str().unwrap().starts_with(prefix))
+            .map(|message| message["message_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (gone, mut keep) = (ids_of("gone"), ids_of("keep"));
+    assert_eq!((gone.len(), keep.len()), (5, 295));
+    let (by_reason, _) = operator(&harness.rabbit, &queue, "parked list --reason 410").await;
+    assert_eq!(listed_ids(&by_reason), gone);
+    let (dry_run, _) =
+        operator(&harness.rabbit, &queue, "parked discard --reason 410 --dry-run --json").await;
+    assert_eq!(listed_ids(&dry_run), gone);
+    assert_eq!(harness.parked(&queue).await, 300, "a dry run changes nothing");
+    let (discarded, _) = operator(&harness.rabbit, &queue, "parked discard --reason 410").await;
+    assert_eq!(discarded["queues"][0]["discarded"], gone.len());
+    let (left, _) = operator(&harness.rabbit, &queue, "parked list --limit 1000").await;
+    assert_eq!(listed_ids(&left), keep, "the rest stays parked");
+
+    fixed.store(true, Ordering::SeqCst);
+    let one = keep.remove(1);
+    let (replayed, _) = operator(&harness.rabbit, &queue, &format!("parked replay --id {one}")).await;
+    assert_eq!(replayed["queues"][0]["replayed"], 1);
+    eventually(WAIT, "the one replayed message", || async {
+        (harness.consumed(&queue, "ack") == 1).then_some(())
+    })
+    .await;
+    let (left, _) = operator(&harness.rabbit, &queue, "parked list --limit 1000").await;
+    assert_eq!(listed_ids(&left), keep);
+
+    let (replayed, progress) = operator(&harness.rabbit, &queue, "parked replay").await;
+    assert_eq!(replayed["queues"][0]["replayed"], keep.len());
+    assert_eq!(progress, [(200, keep.len()), (keep.len(), keep.len())], "one report per round of confirms");
+    eventually(WAIT, "every replayed message handled", || async {
+        (harness.consumed(&queue, "ack") == 1 + keep.len() as u64).then_some(())
+    })
+    .await;
+    assert_eq!(harness.rabbit.queue_depths(&queue).await.unwrap(), (0, 0));
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn asking_about_a_missing_queue_is_an_error_not_an_outage() {
     let mut harness = Harness::start(settings(amqp_url())).await;
@@ -614,11 +703,11 @@ async fn asking_about_a_missing_queue_is_an_error_not_an_outage() {
 
     assert!(matches!(harness.rabbit.queue_depths("no.such.queue").await, Err(RabbitError::QueueNotFound(_))));
     assert!(matches!(
-        harness.rabbit.list_parked("no.such.queue", 5).await,
+        harness.rabbit.list_parked("no.such.queue", &Selection::first(5)).await,
         Err(RabbitError::QueueNotFound(_))
     ));
     assert!(matches!(
-        harness.rabbit.replay_parked("no.such.queue", 5).await,
+        harness.rabbit.replay_parked("no.such.queue", &Selection::first(5), &|_, _| {}).await,
         Err(RabbitError::QueueNotFound(_))
     ));
 
@@ -678,7 +767,7 @@ async fn the_broker_parks_a_message_redelivered_beyond_the_delivery_limit() {
     let _ = connection.close(200, "done".into()).await;
 
     let inspector = Harness::start(settings).await;
-    let parked = inspector.rabbit.list_parked(&queue, 10).await.unwrap();
+    let parked = inspector.rabbit.list_parked(&queue, &Selection::first(10)).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].message_id, Some(sent.event_id.to_string()));
     assert_eq!(parked[0].reason.as_deref(), Some("delivery_limit"));
@@ -815,7 +904,7 @@ async fn parked_messages_survive_fifty_listings_and_failed_replays() {
 
     let operator = Harness::start(settings).await;
     for listing in 0..50 {
-        let listed = operator.rabbit.list_parked(&queue, 10).await.unwrap();
+        let listed = operator.rabbit.list_parked(&queue, &Selection::first(10)).await.unwrap();
         assert_eq!(listed.len(), 3, "listing {listing} saw every parked message");
     }
     // A replay that cannot deliver (the queue is gone) keeps every message parked.
@@ -824,9 +913,12 @@ async fn parked_messages_survive_fifty_listings_and_failed_replays() {
     channel.queue_delete(queue.as_str().into(), Default::default()).await.unwrap();
     let _ = connection.close(200, "done".into()).await;
     for _ in 0..25 {
-        assert_eq!(operator.rabbit.replay_parked(&queue, 10).await.unwrap(), 0);
+        assert_eq!(
+            operator.rabbit.replay_parked(&queue, &Selection::first(10), &|_, _| {}).await.unwrap(),
+            0
+        );
     }
-    let listed = operator.rabbit.list_parked(&queue, 10).await.unwrap();
+    let listed = operator.rabbit.list_parked(&queue, &Selection::first(10)).await.unwrap();
     let ids: HashSet<String> = listed.into_iter().filter_map(|parked| parked.message_id).collect();
     assert_eq!(ids, sent.iter().map(|message| message.event_id.to_string()).collect());
     operator.stop().await;

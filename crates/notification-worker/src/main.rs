@@ -1,17 +1,16 @@
-//! `notification-worker`                          run the worker
-//! `notification-worker parked list [--limit N]`   show parked messages (JSON)
-//! `notification-worker parked replay [--limit N]` move parked messages back to the queue
+//! `notification-worker`                 run the worker
+//! `notification-worker parked --help`   inspect, replay or discard the messages parked in its dead-letter queue
 
 use std::process::ExitCode;
 
-use messaging::rabbitmq::cli::ParkedCommand;
+use messaging::{parked::cli::ParkedCommand, rabbitmq};
 use notification_worker::{Application, SERVICE_NAME, settings::Settings};
 use platform::{config::EXIT_CONFIG, http::Server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     platform::install_crypto_provider();
-    let command = match ParkedCommand::from_process_args() {
+    let command = match ParkedCommand::from_process_args(SERVICE_NAME, env!("CARGO_PKG_DESCRIPTION")) {
         Ok(command) => command,
         Err(exit) => return exit,
     };
@@ -23,7 +22,13 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(command) = command {
-        return command.main(SERVICE_NAME, settings.rabbitmq, &settings.queues.notifications).await;
+        return rabbitmq::cli::main(
+            &command,
+            SERVICE_NAME,
+            settings.rabbitmq,
+            &settings.queues.notifications,
+        )
+        .await;
     }
     let (telemetry, shutdown) = (settings.telemetry.clone(), settings.shutdown.clone());
     let build = Application::build(settings);

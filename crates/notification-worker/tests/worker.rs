@@ -13,6 +13,7 @@ use std::{
 
 use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
+use messaging::parked::DeadLetters;
 use notification_worker::{
     channel::webhook::{DEFAULT_TOLERANCE, SignatureError, verify_signature},
     settings::ChannelKind,
@@ -321,15 +322,16 @@ async fn parked_messages_can_be_listed_and_replayed_from_the_command_line() {
     // Counted, not listed: listing puts messages back, and the count lags behind for a moment.
     worker.wait_depths(0, 1).await;
 
-    let listed = cli(&worker, &["parked", "list", "--limit", "10"]).await;
-    assert_eq!(listed["parked"], 1, "{listed}");
-    assert_eq!(listed["queue"], worker.queue());
-    assert_eq!(listed["messages"][0]["message_id"], event.event_id.to_string());
-    assert!(listed["messages"][0]["reason"].as_str().unwrap().contains("410"), "{listed}");
+    let listed = cli(&worker, &["parked", "list", "--limit", "10", "--json"]).await;
+    let queue = &listed["queues"][0];
+    assert_eq!(queue["parked"], 1, "{listed}");
+    assert_eq!(queue["queue"], worker.queue());
+    assert_eq!(queue["messages"][0]["message_id"], event.event_id.to_string());
+    assert!(queue["messages"][0]["reason"].as_str().unwrap().contains("410"), "{listed}");
 
     accept.store(true, Ordering::SeqCst);
-    let replayed = cli(&worker, &["parked", "replay"]).await;
-    assert_eq!(replayed["replayed"], 1);
+    let replayed = cli(&worker, &["parked", "replay", "--reason", "410", "--json"]).await;
+    assert_eq!(replayed["queues"][0]["replayed"], 1);
     let delivered = receiver.wait_delivered(1).await;
     assert_eq!(delivered[0].header("x-orderflow-event-id"), event.event_id.to_string());
     assert!(worker.parked().await.is_empty());

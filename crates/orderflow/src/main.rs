@@ -1,6 +1,6 @@
 //! `orderflow`                          the whole system in one process, data under `./data`
-//! `orderflow parked list [--limit N]`   show the messages parked on every queue (JSON)
-//! `orderflow parked replay [--limit N]` deliver them again (also while the system runs)
+//! `orderflow parked --help`             inspect, replay or discard the messages parked on every
+//!                                      queue (also while the system runs)
 //!
 //! Each service runs on a Tokio runtime of its own, whose threads mark every log line with the
 //! service's name; one JSON log stream for the process.
@@ -13,11 +13,10 @@ use std::{
 use messaging::{
     MessagingMetrics,
     inprocess::{InProcessBus, ParkedStore},
-    rabbitmq::cli::ParkedCommand,
+    parked::cli::ParkedCommand,
 };
 use orderflow::{BUS_DB, Orderflow, Runtimes, Settings};
 use platform::{Shutdown, config::EXIT_CONFIG, telemetry::Telemetry};
-use serde_json::Value;
 use tokio::runtime::Runtime;
 
 const NAME: &str = "orderflow";
@@ -25,7 +24,7 @@ const NAME: &str = "orderflow";
 fn main() -> ExitCode {
     let started = Instant::now();
     platform::install_crypto_provider();
-    let command = match ParkedCommand::from_process_args() {
+    let command = match ParkedCommand::from_process_args(NAME, env!("CARGO_PKG_DESCRIPTION")) {
         Ok(command) => command,
         Err(exit) => return exit,
     };
@@ -38,7 +37,7 @@ fn main() -> ExitCode {
         Err(error) => return fail(&format!("cannot start a runtime: {error}"), 1),
     };
     if let Some(command) = command {
-        return coordinator.block_on(parked(command, &settings));
+        return coordinator.block_on(parked(&command, &settings));
     }
     let services = match ServiceRuntimes::start() {
         Ok(services) => services,
@@ -154,8 +153,8 @@ async fn serve(settings: Settings, runtimes: Runtimes, started: Instant) -> Exit
     }
 }
 
-/// `parked list|replay` on every queue of the system: JSON on stdout, one answer per queue.
-async fn parked(command: ParkedCommand, settings: &Settings) -> ExitCode {
+/// `parked …` on every queue of the system.
+async fn parked(command: &ParkedCommand, settings: &Settings) -> ExitCode {
     let store = match ParkedStore::open(&settings.data_file(BUS_DB)).await {
         Ok(store) => store,
         Err(error) => return fail(&error.to_string(), 1),
@@ -171,14 +170,8 @@ async fn parked(command: ParkedCommand, settings: &Settings) -> ExitCode {
     };
     let queues =
         [&settings.queues.analytics, &settings.queues.notifications, &settings.queues.order_processed];
-    let mut answers = Vec::with_capacity(queues.len());
-    for queue in queues {
-        match bus.run_parked(command, queue).await {
-            Ok(answer) => answers.push(answer),
-            Err(error) => return fail(&error.to_string(), 1),
-        }
-    }
+    let queues = queues.map(String::as_str);
+    let code = command.main(NAME, &bus, &queues).await;
     bus.parked_store().close().await;
-    println!("{}", serde_json::to_string_pretty(&Value::Array(answers)).unwrap_or_default());
-    ExitCode::SUCCESS
+    code
 }

@@ -206,14 +206,15 @@ async fn orders_accepted_before_a_crash_are_each_processed_once_after_the_restar
 
     // The operator command reads the same data directory while the system runs.
     let parked = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["parked", "list"])
+        .args(["parked", "list", "--json"])
         .env_clear()
         .env("ORDERFLOW_DATA_DIR", &data.0)
         .output()
         .await
         .unwrap();
     assert!(parked.status.success(), "{}", String::from_utf8_lossy(&parked.stderr));
-    let queues: Value = serde_json::from_slice(&parked.stdout).unwrap();
+    let listed: Value = serde_json::from_slice(&parked.stdout).unwrap();
+    let queues = &listed["queues"];
     let names: Vec<&str> = queues.as_array().unwrap().iter().map(|q| q["queue"].as_str().unwrap()).collect();
     assert_eq!(names, ["analytics.orders", "notifications.orders", "orders.processed"]);
     assert!(queues.as_array().unwrap().iter().all(|q| q["parked"] == 0), "{queues}");

@@ -1,6 +1,9 @@
 //! The whole system, as separate processes, against the real servers.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 use system_tests::{Options, System, cents_text, order, sum_cents};
@@ -107,11 +110,44 @@ async fn the_same_event_injected_twice_is_counted_and_notified_once() {
     system.cleanup().await;
 }
 
+/// A service binary run as an operator runs it: `<binary> parked <args>` with the service's
+/// environment, `stdin` as the operator's answers.
+struct Operator<'a> {
+    binary: &'static str,
+    env: &'a BTreeMap<String, String>,
+}
+
+impl Operator<'_> {
+    /// Its stdout when it succeeds, else its stderr.
+    async fn run(&self, args: &[&str], stdin: &str) -> Result<Vec<u8>, String> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(system_tests::binary(self.binary))
+            .arg("parked")
+            .args(args)
+            .env_clear()
+            .envs(self.env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|error| error.to_string())?;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.map_err(|error| error.to_string())?;
+        drop(input);
+        let output = child.wait_with_output().await.map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_messages_are_parked_and_later_orders_still_flow() {
     let system = System::start(None).await;
     let publisher = TestPublisher::connect(&system.env["ORDERFLOW_RABBITMQ__EXCHANGE"]).await.unwrap();
-    publisher.publish("order.created", None, b"{malformed").await.unwrap();
+    publisher.publish("order.created", Some("malformed-message"), b"{malformed").await.unwrap();
     let unprocessable = json!({
         "event_type": "OrderCreated", "event_id": uuid::Uuid::now_v7().to_string(), "timestamp": "2026-01-09T12:00:00Z",
         "data": {"order_id": uuid::Uuid::now_v7().to_string(), "customer_id": "c", "product_id": "p", "quantity": 1, "total_amount": -5}
@@ -123,26 +159,37 @@ async fn bad_messages_are_parked_and_later_orders_still_flow() {
     system.wait_for_summary(1, QUIET).await;
     wait_all_processed(&system, &[created["id"].as_str().unwrap().to_owned()]).await;
 
-    // The operator command sees both, with their reasons, in each consumer's dead-letter queue.
+    // The operator commands see both, with their reasons, in each consumer's dead-letter queue.
     for (binary, env) in
         [("analytics-service", system.analytics_env()), ("notification-worker", system.env.clone())]
     {
+        let operator = Operator { binary, env: &env };
         let listed = eventually(QUIET, &format!("{binary} parked two messages"), || async {
-            let output = tokio::process::Command::new(system_tests::binary(binary))
-                .args(["parked", "list"])
-                .env_clear()
-                .envs(&env)
-                .output()
-                .await
-                .ok()?;
-            let listed: Value = serde_json::from_slice(&output.stdout).ok()?;
-            (listed["messages"].as_array()?.len() == 2).then_some(listed)
+            let listed: Value =
+                serde_json::from_slice(&operator.run(&["list", "--json"], "").await.ok()?).ok()?;
+            (listed["queues"][0]["messages"].as_array()?.len() == 2).then_some(listed)
         })
         .await;
-        let reasons: Vec<&str> =
-            listed["messages"].as_array().unwrap().iter().filter_map(|m| m["reason"].as_str()).collect();
+        let messages = listed["queues"][0]["messages"].as_array().unwrap().clone();
+        let reasons: Vec<&str> = messages.iter().filter_map(|m| m["reason"].as_str()).collect();
         assert!(reasons.iter().any(|r| r.contains("not a valid event envelope")), "{binary}: {reasons:?}");
         assert!(reasons.iter().any(|r| r.contains("total_amount")), "{binary}: {reasons:?}");
+        let malformed_id = "malformed-message";
+        assert!(messages.iter().any(|m| m["message_id"] == malformed_id), "{binary}: {messages:?}");
+
+        // People get a table; one message whole on request.
+        let table = String::from_utf8(operator.run(&["list"], "").await.unwrap()).unwrap();
+        assert!(table.contains("2 parked") && table.contains("MESSAGE ID"), "{table}");
+        let shown = String::from_utf8(operator.run(&["show", malformed_id], "").await.unwrap()).unwrap();
+        assert!(shown.contains("payload:\n{malformed"), "{shown}");
+
+        // A discard shows what it would delete and asks: "no" keeps everything.
+        let declined = operator.run(&["discard", "--id", malformed_id], "n\n").await;
+        assert!(declined.is_err(), "{binary}: a declined discard is a failure");
+        let confirmed = operator.run(&["discard", "--id", malformed_id, "--json"], "y\n").await.unwrap();
+        let discarded: Value = serde_json::from_slice(&confirmed).unwrap();
+        assert_eq!(discarded["queues"][0]["discarded"], 1, "{binary}: {discarded}");
+        assert_eq!(discarded["queues"][0]["still_parked"], 1, "{binary}: {discarded}");
     }
     system.cleanup().await;
 }

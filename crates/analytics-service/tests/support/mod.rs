@@ -21,7 +21,11 @@ use messaging::{
     OutgoingMessage, Subscription,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
     outbox::sqlite::SqliteOutbox,
-    rabbitmq::{ExchangeNames, QueueNames, cli::ParkedCommand},
+    parked::{
+        DeadLetters,
+        cli::{ParkedCommand, Unattended},
+    },
+    rabbitmq::{self, ExchangeNames, QueueNames},
 };
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::{Value, json};
@@ -273,15 +277,18 @@ impl TestApp {
         }
     }
 
-    /// Runs `parked list|replay` on the service's queue, as an operator would.
+    /// Runs a parked command (`parked_command`) on the service's queue, as an operator would; its
+    /// JSON answer.
     pub async fn parked(&self, command: ParkedCommand) -> Value {
         let queue = &self.settings.queues.analytics;
-        match &self.isolation {
+        let console = Unattended::answering(true);
+        let report = match &self.isolation {
             Isolation::Real { .. } => {
-                command.execute(self.settings.rabbitmq.clone(), queue).await.expect("parked command")
+                rabbitmq::cli::execute(&command, self.settings.rabbitmq.clone(), queue, &console).await
             }
-            Isolation::Embedded { bus, .. } => bus.run_parked(command, queue).await.expect("parked command"),
-        }
+            Isolation::Embedded { bus, .. } => command.run(bus, &[queue], &console).await,
+        };
+        report.expect("parked command").to_json()
     }
 
     /// Messages ready in the service's queue, and messages parked.
@@ -289,8 +296,9 @@ impl TestApp {
         let queue = &self.settings.queues.analytics;
         match &self.isolation {
             Isolation::Real { .. } => {
-                let listed = self.parked(ParkedCommand::List { limit: 1 }).await;
-                let depth = |key: &str| u32::try_from(listed[key].as_u64().unwrap_or_default()).unwrap();
+                let listed = self.parked(parked_command("parked list --limit 1")).await;
+                let depth =
+                    |key: &str| u32::try_from(listed["queues"][0][key].as_u64().unwrap_or_default()).unwrap();
                 (depth("ready"), depth("parked"))
             }
             Isolation::Embedded { bus, .. } => bus.queue_depths(queue).await.expect("queue depths"),
@@ -365,4 +373,11 @@ pub fn order_created(customer: &str, product: &str, quantity: u32, amount: &str,
             "total_amount": amount,
         }
     })
+}
+
+/// A parked command as an operator types it (`"parked list --limit 10"`).
+pub fn parked_command(line: &str) -> ParkedCommand {
+    ParkedCommand::parse("analytics-service", "", line.split_whitespace().map(str::to_owned))
+        .expect("a valid command")
+        .expect("a parked command")
 }

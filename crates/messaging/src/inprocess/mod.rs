@@ -35,14 +35,14 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use platform::{ConfigError, Shutdown};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use parked::ParkedStore;
 
 use crate::{
-    Delivery, EventBus, EventPublisher, MessagingMetrics, OutgoingMessage, ParkedMessage, PublishError,
-    SubscribeError, Subscription, rabbitmq::cli::ParkedCommand,
+    Delivery, EventBus, EventPublisher, MessagingMetrics, OutgoingMessage, PublishError, SubscribeError,
+    Subscription,
+    parked::{DeadLetters, ParkedMessage, Selection},
 };
 
 /// Settings of the in-process bus (configuration section `bus` of the one-process binary).
@@ -225,42 +225,47 @@ impl InProcessBus {
         &self.hub.parked
     }
 
-    /// Up to `limit` messages parked for `queue`, oldest first; they stay parked.
-    pub async fn list_parked(&self, queue: &str, limit: usize) -> Result<Vec<ParkedMessage>, InProcessError> {
-        Ok(self.hub.parked.list(queue, limit).await?)
-    }
-
-    /// Sends up to `limit` parked messages of `queue` back to its consumer (attempts start over);
-    /// returns how many. A consumer in another process picks them up within its poll interval.
-    pub async fn replay_parked(&self, queue: &str, limit: usize) -> Result<usize, InProcessError> {
-        let replayed = self.hub.parked.request_replay(queue, limit).await?;
-        if let Some(queue) = self.hub.queue(queue) {
-            queue.replays.notify_one();
-        }
-        Ok(replayed)
-    }
-
     /// Messages waiting for `queue`'s consumer (replays included), and messages parked.
-    pub async fn queue_depths(&self, queue: &str) -> Result<(u32, u32), InProcessError> {
+    async fn depths(&self, queue: &str) -> Result<(u32, u32), InProcessError> {
         let (replaying, parked) = self.hub.parked.counts(queue).await?;
         let waiting = self.hub.queue(queue).map_or(0, |queue| queue.ready.load(Ordering::SeqCst));
         Ok((replaying.saturating_add(u32::try_from(waiting).unwrap_or(u32::MAX)), parked))
     }
+}
 
-    /// Runs `parked list|replay` against `queue`; the answer has the same shape as with RabbitMQ.
-    pub async fn run_parked(&self, command: ParkedCommand, queue: &str) -> Result<Value, InProcessError> {
-        let (ready, parked) = self.queue_depths(queue).await?;
-        Ok(match command {
-            ParkedCommand::List { limit } => {
-                let messages = self.list_parked(queue, limit).await?;
-                json!({ "queue": queue, "ready": ready, "parked": parked, "messages": messages })
-            }
-            ParkedCommand::Replay { limit } => {
-                let replayed = self.replay_parked(queue, limit).await?;
-                let still_parked = parked.saturating_sub(u32::try_from(replayed).unwrap_or(u32::MAX));
-                json!({ "queue": queue, "replayed": replayed, "still_parked": still_parked })
-            }
-        })
+#[async_trait]
+impl DeadLetters for InProcessBus {
+    type Error = InProcessError;
+
+    async fn queue_depths(&self, queue: &str) -> Result<(u32, u32), InProcessError> {
+        self.depths(queue).await
+    }
+
+    async fn list_parked(
+        &self,
+        queue: &str,
+        selection: &Selection,
+    ) -> Result<Vec<ParkedMessage>, InProcessError> {
+        Ok(self.hub.parked.list(queue, selection).await?)
+    }
+
+    /// A consumer in another process picks the replayed messages up within its poll interval.
+    async fn replay_parked(
+        &self,
+        queue: &str,
+        selection: &Selection,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize, InProcessError> {
+        let replayed = self.hub.parked.request_replay(queue, selection).await?;
+        if let Some(queue) = self.hub.queue(queue) {
+            queue.replays.notify_one();
+        }
+        progress(replayed, replayed);
+        Ok(replayed)
+    }
+
+    async fn discard_parked(&self, queue: &str, selection: &Selection) -> Result<usize, InProcessError> {
+        Ok(self.hub.parked.discard(queue, selection).await?)
     }
 }
 

@@ -9,9 +9,13 @@ use std::{collections::BTreeMap, path::Path};
 
 use chrono::Utc;
 use platform::sqlite::{begin_write, time_text};
-use sqlx::{QueryBuilder, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use crate::{Delivery, ParkedMessage, rabbitmq::headers};
+use crate::{
+    Delivery,
+    parked::{ParkedMessage, Selection},
+    rabbitmq::headers,
+};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inprocess-bus/sqlite");
 
@@ -79,7 +83,14 @@ impl ParkedStore {
 
     /// Up to `limit` messages of `queue` waiting to be delivered again, oldest first.
     pub(crate) async fn replays(&self, queue: &str, limit: usize) -> Result<Vec<Replay>, sqlx::Error> {
-        let rows = self.rows(queue, true, limit).await?;
+        let sql = format!(
+            "SELECT {PARKED_COLUMNS} FROM parked_messages WHERE queue = ? AND replay = 1 ORDER BY id LIMIT ?"
+        );
+        let rows: Vec<ParkedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, message_id, event_type, routing_key, headers, payload, _, _)| Replay {
@@ -97,9 +108,11 @@ impl ParkedStore {
             .collect())
     }
 
-    /// Up to `limit` messages parked for `queue`, oldest first; they stay parked.
-    pub async fn list(&self, queue: &str, limit: usize) -> Result<Vec<ParkedMessage>, sqlx::Error> {
-        let rows = self.rows(queue, false, limit).await?;
+    /// The parked messages of `queue` that `selection` names, oldest first; they stay parked.
+    pub async fn list(&self, queue: &str, selection: &Selection) -> Result<Vec<ParkedMessage>, sqlx::Error> {
+        let mut query = QueryBuilder::new(format!("SELECT {PARKED_COLUMNS} FROM parked_messages"));
+        push_selection(&mut query, queue, selection);
+        let rows: Vec<ParkedRow> = query.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(_, message_id, event_type, routing_key, headers, payload, reason, parked_at)| {
@@ -120,19 +133,32 @@ impl ParkedStore {
             .collect())
     }
 
-    /// Marks up to `limit` parked messages of `queue` (oldest first) for delivery again; returns
-    /// how many. The consumer of `queue` picks them up, now or when it next runs.
-    pub async fn request_replay(&self, queue: &str, limit: usize) -> Result<usize, sqlx::Error> {
+    /// Marks the selected parked messages of `queue` for delivery again; returns how many. The
+    /// consumer of `queue` picks them up, now or when it next runs.
+    pub async fn request_replay(&self, queue: &str, selection: &Selection) -> Result<usize, sqlx::Error> {
+        self.change_selected("UPDATE parked_messages SET replay = 1", queue, selection).await
+    }
+
+    /// Deletes the selected parked messages of `queue`; returns how many.
+    pub async fn discard(&self, queue: &str, selection: &Selection) -> Result<usize, sqlx::Error> {
+        self.change_selected("DELETE FROM parked_messages", queue, selection).await
+    }
+
+    /// Runs `change` (an UPDATE or DELETE without its WHERE) on the selected rows, in one
+    /// transaction with their selection.
+    async fn change_selected(
+        &self,
+        change: &str,
+        queue: &str,
+        selection: &Selection,
+    ) -> Result<usize, sqlx::Error> {
         let mut tx = begin_write(&self.pool).await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM parked_messages WHERE queue = ? AND replay = 0 ORDER BY id LIMIT ?",
-        )
-        .bind(queue)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut select = QueryBuilder::new("SELECT id FROM parked_messages");
+        push_selection(&mut select, queue, selection);
+        let ids: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
         if !ids.is_empty() {
-            let mut update = QueryBuilder::new("UPDATE parked_messages SET replay = 1 WHERE id IN (");
+            let mut update = QueryBuilder::new(change);
+            update.push(" WHERE id IN (");
             let mut separated = update.separated(", ");
             for id in &ids {
                 separated.push_bind(*id);
@@ -156,19 +182,24 @@ impl ParkedStore {
         Ok((u32::try_from(replaying).unwrap_or(u32::MAX), u32::try_from(parked).unwrap_or(u32::MAX)))
     }
 
-    async fn rows(&self, queue: &str, replay: bool, limit: usize) -> Result<Vec<ParkedRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {PARKED_COLUMNS} FROM parked_messages WHERE queue = ? AND replay = ? ORDER BY id LIMIT ?"
-        );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(queue)
-            .bind(replay)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// `WHERE`, order and limit of the parked (not replaying) rows of `queue` that `selection` names.
+fn push_selection(query: &mut QueryBuilder<Sqlite>, queue: &str, selection: &Selection) {
+    query.push(" WHERE queue = ").push_bind(queue.to_owned()).push(" AND replay = 0");
+    if !selection.ids.is_empty() {
+        query.push(" AND message_id IN (");
+        let mut separated = query.separated(", ");
+        for id in &selection.ids {
+            separated.push_bind(id.clone());
+        }
+        query.push(")");
+    }
+    if let Some(reason) = &selection.reason {
+        query.push(" AND instr(reason, ").push_bind(reason.clone()).push(") > 0");
+    }
+    query.push(" ORDER BY id LIMIT ").push_bind(i64::try_from(selection.limit).unwrap_or(i64::MAX));
 }

@@ -13,7 +13,9 @@ use super::*;
 use crate::{
     EventHandler, HandleError, Handled,
     metrics::{DeadLetterLabels, OutcomeLabels},
+    parked::cli::{ParkedCommand, Unattended},
 };
+use serde_json::json;
 
 /// A dead-letter store in a directory of its own, removed on drop.
 struct TempStore {
@@ -163,7 +165,7 @@ async fn transient_failures_are_retried_then_parked() {
     assert_eq!(attempts("flaky"), [1, 2, 3], "succeeded on the last retry");
     assert_eq!(attempts("broken"), [1, 2, 3]);
 
-    let parked = bus.list_parked("analytics", 10).await.unwrap();
+    let parked = bus.list_parked("analytics", &Selection::first(10)).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].payload, "broken");
     assert_eq!(parked[0].reason.as_deref(), Some("database down"));
@@ -183,14 +185,18 @@ async fn permanent_failures_are_parked_at_once_and_can_be_replayed() {
     assert_eq!(bus.publish(&[message("order.created", "poison")]).await, vec![Ok(())]);
     assert_eq!(recorder.deliveries().len(), 1, "no retries");
 
-    let listed = bus.run_parked(ParkedCommand::List { limit: 10 }, "analytics").await.unwrap();
-    assert_eq!(listed["parked"], 1);
-    assert_eq!(listed["messages"][0]["reason"], "not an envelope");
-    assert_eq!(listed["messages"][0]["headers"][crate::rabbitmq::headers::DEATH_REASON], "not an envelope");
+    let listed = operator(&bus, "parked list").await;
+    assert_eq!(listed["queues"][0]["parked"], 1);
+    let parked = &listed["queues"][0]["messages"][0];
+    assert_eq!(parked["reason"], "not an envelope");
+    assert_eq!(parked["headers"][crate::rabbitmq::headers::DEATH_REASON], "not an envelope");
 
     // The script is used up: replayed, it succeeds and leaves the dead-letter store.
-    let replayed = bus.run_parked(ParkedCommand::Replay { limit: 10 }, "analytics").await.unwrap();
-    assert_eq!(replayed, json!({"queue": "analytics", "replayed": 1, "still_parked": 0}));
+    let replayed = operator(&bus, "parked replay").await;
+    assert_eq!(
+        replayed,
+        json!({"dry_run": false, "queues": [{"queue": "analytics", "selected": 1, "replayed": 1, "still_parked": 0}]})
+    );
     tokio::time::timeout(Duration::from_secs(5), async {
         while bus.queue_depths("analytics").await.unwrap() != (0, 0) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -203,6 +209,69 @@ async fn permanent_failures_are_parked_at_once_and_can_be_replayed() {
     assert_eq!(deliveries[1].attempt, 1, "a replay starts a fresh round");
 }
 
+/// Runs a parked command as an operator types it, on the `analytics` queue; its JSON answer.
+async fn operator(bus: &InProcessBus, line: &str) -> serde_json::Value {
+    let command =
+        ParkedCommand::parse("orderflow", "", line.split_whitespace().map(str::to_owned)).unwrap().unwrap();
+    command.run(bus, &["analytics"], &Unattended::answering(true)).await.unwrap().to_json()
+}
+
+#[tokio::test]
+async fn operators_select_parked_messages_by_id_reason_and_count() {
+    let (bus, _store, _) = bus().await;
+    let reasons = ["webhook answered 410", "not an envelope", "webhook answered 410", "quantity 0"];
+    let mut script = BTreeMap::new();
+    for (index, reason) in reasons.iter().enumerate() {
+        script.insert(format!("m{index}"), vec![Err(HandleError::Permanent((*reason).into()))]);
+    }
+    let recorder = Arc::new(Recorder { script: Mutex::new(script), ..Recorder::default() });
+    bus.subscribe(subscription("analytics", &["order.created"], recorder.clone())).await.unwrap();
+    let messages: Vec<_> = (0..4).map(|index| message("order.created", &format!("m{index}"))).collect();
+    bus.publish(&messages).await;
+    let ids: Vec<String> = messages.iter().map(|message| message.event_id.to_string()).collect();
+    let listed_ids = |answer: &serde_json::Value, key: &str| -> Vec<String> {
+        answer["queues"][0][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["message_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let by_reason = operator(&bus, "parked list --reason 410").await;
+    assert_eq!(listed_ids(&by_reason, "messages"), [ids[0].clone(), ids[2].clone()], "oldest first");
+    assert_eq!(listed_ids(&operator(&bus, "parked list --limit 1").await, "messages"), [ids[0].clone()]);
+    let shown = operator(&bus, &format!("parked show {}", ids[1])).await;
+    assert_eq!(shown["message"]["payload"], "m1");
+
+    // A dry run names what would go and changes nothing.
+    let dry = operator(&bus, "parked discard --reason 410 --dry-run").await;
+    assert_eq!(listed_ids(&dry, "messages"), [ids[0].clone(), ids[2].clone()]);
+    assert_eq!(bus.queue_depths("analytics").await.unwrap(), (0, 4));
+    // Not confirmed: nothing goes.
+    let command =
+        ParkedCommand::parse("orderflow", "", ["parked", "discard"].map(String::from)).unwrap().unwrap();
+    assert!(command.run(&bus, &["analytics"], &Unattended::answering(false)).await.is_err());
+    assert_eq!(bus.queue_depths("analytics").await.unwrap(), (0, 4));
+
+    let discarded = operator(&bus, "parked discard --reason 410").await;
+    assert_eq!(discarded["queues"][0]["discarded"], 2);
+    let replayed = operator(&bus, &format!("parked replay --id {} --id unknown", ids[3])).await;
+    assert_eq!(replayed["queues"][0]["replayed"], 1);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while bus.queue_depths("analytics").await.unwrap() != (0, 1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the replayed message is handled");
+    let left = operator(&bus, "parked list").await;
+    assert_eq!(listed_ids(&left, "messages"), [ids[1].clone()]);
+    let not_found =
+        ParkedCommand::parse("orderflow", "", ["parked", "show", "nope"].map(String::from)).unwrap().unwrap();
+    assert!(not_found.run(&bus, &["analytics"], &Unattended::answering(true)).await.is_err());
+}
+
 #[tokio::test]
 async fn a_replay_that_fails_again_is_parked_again() {
     let (bus, store, _) = bus().await;
@@ -210,7 +279,7 @@ async fn a_replay_that_fails_again_is_parked_again() {
     let recorder = Recorder::failing("poison", vec![permanent(), permanent()]);
     bus.subscribe(subscription("analytics", &["order.created"], recorder.clone())).await.unwrap();
     bus.publish(&[message("order.created", "poison")]).await;
-    assert_eq!(bus.replay_parked("analytics", 10).await.unwrap(), 1);
+    assert_eq!(bus.replay_parked("analytics", &Selection::first(10), &|_, _| {}).await.unwrap(), 1);
     tokio::time::timeout(Duration::from_secs(5), async {
         while recorder.deliveries().len() < 2 || bus.queue_depths("analytics").await.unwrap() != (0, 1) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -218,7 +287,11 @@ async fn a_replay_that_fails_again_is_parked_again() {
     })
     .await
     .expect("parked again");
-    assert_eq!(store.store.list("analytics", 10).await.unwrap().len(), 1, "one row, not two");
+    assert_eq!(
+        store.store.list("analytics", &Selection::first(10)).await.unwrap().len(),
+        1,
+        "one row, not two"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +315,7 @@ async fn replays_asked_while_the_consumer_was_away_are_delivered_when_it_comes_b
     let operator =
         InProcessBus::new(settings(), store.store.clone(), MessagingMetrics::unregistered(), Shutdown::new())
             .unwrap();
-    assert_eq!(operator.replay_parked("analytics", 10).await.unwrap(), 1);
+    assert_eq!(operator.replay_parked("analytics", &Selection::first(10), &|_, _| {}).await.unwrap(), 1);
 
     let second_run = bus.connect(MessagingMetrics::unregistered(), Shutdown::new());
     let recorder = Arc::new(Recorder::default());
@@ -272,7 +345,7 @@ async fn a_panicking_handler_counts_as_a_transient_failure() {
     let (bus, _store, metrics) = bus().await;
     bus.subscribe(subscription("analytics", &["order.created"], Arc::new(Panicking))).await.unwrap();
     assert_eq!(bus.publish(&[message("order.created", "x")]).await, vec![Ok(())]);
-    let parked = bus.list_parked("analytics", 10).await.unwrap();
+    let parked = bus.list_parked("analytics", &Selection::first(10)).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert!(parked[0].reason.as_deref().unwrap().contains("boom"), "{parked:?}");
     assert_eq!(consumed(&metrics, "analytics", "retry"), 2);
@@ -402,5 +475,5 @@ async fn an_outage_longer_than_every_retry_pauses_the_consumer_and_parks_nothing
     assert!(recorder.deliveries().iter().all(|delivery| delivery.attempt == 1), "no attempt was spent");
     assert_eq!(consumed(&metrics, "analytics", "ack"), 1);
     assert_eq!(consumed(&metrics, "analytics", "retry"), 0);
-    assert!(bus.list_parked("analytics", 10).await.unwrap().is_empty());
+    assert!(bus.list_parked("analytics", &Selection::first(10)).await.unwrap().is_empty());
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::future::join_all;
 use lapin::{
     Channel, Confirmation, ErrorKind,
@@ -19,82 +20,19 @@ use lapin::{
 };
 
 use super::{RabbitError, RabbitMq, headers, publisher::PERSISTENT, topology::short};
-use crate::ParkedMessage;
+use crate::parked::{DeadLetters, ParkedMessage, Selection};
 
 /// Upper bound on one operator command.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl RabbitMq {
-    /// Up to `limit` messages parked in the dead-letter queue of `queue`, oldest first. They stay
-    /// where they are, in the same order.
-    ///
-    /// A quorum queue serves returned messages before all others, in the order they were returned.
-    /// So the whole queue (as deep as it is now) is taken and then returned in one go: returning
-    /// only the first `limit` would put them behind the rest.
-    pub async fn list_parked(&self, queue: &str, limit: usize) -> Result<Vec<ParkedMessage>, RabbitError> {
-        let dead_letter = self.queue_names(queue).dead_letter;
-        self.admin(async |channel| {
-            let mut parked = Vec::new();
-            let mut remaining = 1;
-            let mut last = None;
-            while remaining > 0 {
-                let Some(message) = get(channel, &dead_letter).await? else { break };
-                remaining = if last.is_none() { message.message_count } else { remaining - 1 };
-                if parked.len() < limit {
-                    parked.push(to_parked(&message.delivery));
-                }
-                last = Some(message.delivery);
-            }
-            if let Some(last) = last {
-                last.acker.nack(BasicNackOptions { multiple: true, requeue: true }).await?;
-            }
-            Ok(parked)
-        })
-        .await
-    }
+/// Messages published back per round of confirms during a replay.
+const REPLAY_CHUNK: usize = 200;
 
-    /// Moves up to `limit` parked messages of `queue` back to it, for another round of attempts
-    /// (their retry count starts over). Each is removed from the dead-letter queue only once the
-    /// broker has confirmed its copy in `queue`. Returns how many were moved.
-    pub async fn replay_parked(&self, queue: &str, limit: usize) -> Result<usize, RabbitError> {
-        let dead_letter = self.queue_names(queue).dead_letter;
-        self.admin(async |channel| {
-            channel.confirm_select(ConfirmSelectOptions::default()).await?;
-            let taken = take(channel, &dead_letter, limit).await?;
-            let mut pending = Vec::with_capacity(taken.len());
-            for message in &taken {
-                let confirm = channel
-                    .basic_publish(
-                        ShortString::default(),
-                        short(queue),
-                        BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-                        &message.data,
-                        replay_properties(message),
-                    )
-                    .await?;
-                pending.push(confirm);
-            }
-            let confirmations = join_all(pending).await;
-            // A return means `queue` is gone: keep every message parked rather than guess which.
-            let any_returned = confirmations.iter().any(|confirmation| {
-                matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
-            });
-            let mut moved = 0;
-            for (message, confirmation) in taken.iter().zip(confirmations) {
-                if !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None))) {
-                    message.acker.ack(BasicAckOptions::default()).await?;
-                    moved += 1;
-                } else {
-                    message.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await?;
-                }
-            }
-            Ok(moved)
-        })
-        .await
-    }
+#[async_trait]
+impl DeadLetters for RabbitMq {
+    type Error = RabbitError;
 
-    /// Messages ready in `queue` and messages parked in its dead-letter queue.
-    pub async fn queue_depths(&self, queue: &str) -> Result<(u32, u32), RabbitError> {
+    async fn queue_depths(&self, queue: &str) -> Result<(u32, u32), RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
         self.admin(async |channel| {
             let ready = message_count(channel, queue).await?;
@@ -104,6 +42,148 @@ impl RabbitMq {
         .await
     }
 
+    async fn list_parked(
+        &self,
+        queue: &str,
+        selection: &Selection,
+    ) -> Result<Vec<ParkedMessage>, RabbitError> {
+        let dead_letter = self.queue_names(queue).dead_letter;
+        self.admin(async |channel| {
+            let scanned = scan(channel, &dead_letter, selection).await?;
+            let listed = scanned.selected.iter().map(|(_, parked)| parked.clone()).collect();
+            return_all(channel, &dead_letter, &scanned).await?;
+            Ok(listed)
+        })
+        .await
+    }
+
+    /// Each message is removed from the dead-letter queue only once the broker has confirmed its
+    /// copy in `queue`.
+    async fn replay_parked(
+        &self,
+        queue: &str,
+        selection: &Selection,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize, RabbitError> {
+        let dead_letter = self.queue_names(queue).dead_letter;
+        self.admin(async |channel| {
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            let scanned = scan(channel, &dead_letter, selection).await?;
+            let total = scanned.selected.len();
+            let mut moved = 0;
+            for chunk in scanned.selected.chunks(REPLAY_CHUNK) {
+                let mut pending = Vec::with_capacity(chunk.len());
+                for (message, _) in chunk {
+                    let confirm = channel
+                        .basic_publish(
+                            ShortString::default(),
+                            short(queue),
+                            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                            &message.data,
+                            replay_properties(message),
+                        )
+                        .await?;
+                    pending.push(confirm);
+                }
+                let confirmations = join_all(pending).await;
+                // A return means `queue` is gone: keep the rest parked rather than guess which.
+                let any_returned = confirmations.iter().any(|confirmation| {
+                    matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
+                });
+                let mut all_confirmed = !any_returned;
+                for ((message, _), confirmation) in chunk.iter().zip(confirmations) {
+                    if !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None))) {
+                        message.acker.ack(BasicAckOptions::default()).await?;
+                        moved += 1;
+                    } else {
+                        all_confirmed = false;
+                    }
+                }
+                progress(moved, total);
+                if !all_confirmed {
+                    break;
+                }
+            }
+            // Whatever was selected but not moved is still unacknowledged: back in its place.
+            return_all(channel, &dead_letter, &scanned).await?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn discard_parked(&self, queue: &str, selection: &Selection) -> Result<usize, RabbitError> {
+        let dead_letter = self.queue_names(queue).dead_letter;
+        self.admin(async |channel| {
+            let scanned = scan(channel, &dead_letter, selection).await?;
+            for (message, _) in &scanned.selected {
+                message.acker.ack(BasicAckOptions::default()).await?;
+            }
+            return_all(channel, &dead_letter, &scanned).await?;
+            Ok(scanned.selected.len())
+        })
+        .await
+    }
+}
+
+/// A dead-letter queue taken whole, unacknowledged: the messages a selection picked, oldest
+/// first, and the others.
+struct Scanned {
+    selected: Vec<(AmqpDelivery, ParkedMessage)>,
+    unselected: Vec<AmqpDelivery>,
+}
+
+/// Takes every message of `dead_letter` (as deep as it is now) without acknowledging it, and picks
+/// the oldest `selection.limit` that match, by when they were parked.
+///
+/// Oldest by their parking time, not by their place in the queue: a quorum queue serves returned
+/// messages before all others, and not always in the order they were returned.
+async fn scan(channel: &Channel, dead_letter: &str, selection: &Selection) -> Result<Scanned, RabbitError> {
+    let mut taken = Vec::new();
+    let mut remaining = 1;
+    while remaining > 0 {
+        let Some(message) = get(channel, dead_letter).await? else { break };
+        remaining = if taken.is_empty() { message.message_count } else { remaining - 1 };
+        let parked = to_parked(&message.delivery);
+        taken.push((message.delivery, parked));
+    }
+    // Stable: messages parked at the same instant, or without the header, keep their queue order.
+    taken.sort_by_key(|(_, parked)| {
+        parked.headers.get(headers::FAILED_AT).and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+    });
+    let mut scanned = Scanned { selected: Vec::new(), unselected: Vec::new() };
+    for (delivery, parked) in taken {
+        if scanned.selected.len() < selection.limit && selection.matches(&parked) {
+            scanned.selected.push((delivery, parked));
+        } else {
+            scanned.unselected.push(delivery);
+        }
+    }
+    Ok(scanned)
+}
+
+/// Returns every message still unacknowledged on the channel, and waits until the queue holds
+/// them again: the broker applies returns after it has answered them, and the next command must
+/// find the whole queue.
+async fn return_all(channel: &Channel, dead_letter: &str, scanned: &Scanned) -> Result<(), RabbitError> {
+    let unacknowledged: Vec<&AmqpDelivery> = scanned
+        .selected
+        .iter()
+        .map(|(message, _)| message)
+        .chain(&scanned.unselected)
+        .filter(|message| message.acker.usable())
+        .collect();
+    // `multiple` returns every unacknowledged delivery up to the one it names: name the last.
+    if let Some(last) = unacknowledged.iter().max_by_key(|message| message.delivery_tag) {
+        last.acker.nack(BasicNackOptions { multiple: true, requeue: true }).await?;
+    }
+    let returned = u32::try_from(unacknowledged.len()).unwrap_or(u32::MAX);
+    while message_count(channel, dead_letter).await? < returned {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+impl RabbitMq {
     /// Runs `operation` on a fresh channel of the live connection, bounded in time.
     async fn admin<T>(
         &self,
@@ -125,18 +205,6 @@ impl RabbitMq {
             None => Err(RabbitError::Unavailable(session.unavailable_reason().unwrap_or_default())),
         }
     }
-}
-
-/// Takes up to `limit` messages without acknowledging them.
-async fn take(channel: &Channel, queue: &str, limit: usize) -> Result<Vec<AmqpDelivery>, RabbitError> {
-    let mut taken = Vec::new();
-    while taken.len() < limit {
-        match get(channel, queue).await? {
-            Some(message) => taken.push(message.delivery),
-            None => break,
-        }
-    }
-    Ok(taken)
 }
 
 /// One message, not acknowledged; `None` when the queue is empty.

@@ -25,6 +25,7 @@ use chrono::Utc;
 use contracts::{Envelope, Money, OrderCreated, OrderProcessed, routing_key};
 use messaging::{
     EventPublisher, MessagingMetrics, OutgoingMessage, ParkedMessage,
+    parked::{DeadLetters, Selection},
     rabbitmq::{ExchangeNames, QueueNames, RabbitMq},
 };
 use notification_worker::{
@@ -153,7 +154,7 @@ impl TestWorker {
     }
 
     pub async fn parked(&self) -> Vec<ParkedMessage> {
-        self.bus.list_parked(self.queue(), 100).await.expect("list parked messages")
+        self.bus.list_parked(self.queue(), &Selection::first(100)).await.expect("list parked messages")
     }
 
     /// Waits until `count` messages are parked and returns them.
