@@ -20,12 +20,13 @@ servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running,
 	scripts/ensure-servers.sh
 
 .PHONY: test
-test: servers ## Run every test: the Rust suites against the real servers (RabbitMQ 4; the messaging suite also on RabbitMQ 3), the offline chart checks, the release-binary linkage check
+test: servers ## Run every test: the Rust suites against the real servers (RabbitMQ 4; the messaging suite also on RabbitMQ 3), the offline chart checks, the release-binary linkage check, the dashboards and alerts on a live Prometheus
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 	@echo "messaging suite against RabbitMQ 3 (:5672)"
 	TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f $(CARGO) nextest run -p messaging --test rabbitmq --no-fail-fast
 	$(MAKE) chart-test
 	$(MAKE) release-check
+	$(MAKE) live-metrics
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy with warnings as errors, and the TLS dependency policy

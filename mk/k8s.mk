@@ -21,7 +21,7 @@ METRICS_SERVER_VERSION        ?= 3.12.2
 SERVICE_IMAGES := order-service analytics-service notification-worker
 CHART_APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/orderflow/Chart.yaml)
 
-.PHONY: kind-load kind-up kind-down k8s-addons dev deploy port-forward logs notification k8s-tools chart-test chart-golden-update release-check k8s-binary-check
+.PHONY: kind-load kind-up kind-down k8s-addons dev deploy port-forward logs notification k8s-tools chart-test chart-golden-update release-check live-metrics k8s-binary-check
 
 kind-up: ## Create the local kind cluster from kind-config.yaml (idempotent)
 	@command -v kind >/dev/null || { echo "kind not found: install it from https://kind.sigs.k8s.io"; exit 1; }
@@ -89,6 +89,10 @@ chart-golden-update: ## Re-render the chart's golden files (charts/orderflow/ci/
 
 release-check: ## Build every workspace binary in release mode and check it runs on distroless/cc-debian12
 	CARGO="$(CARGO)" scripts/k8s/release-check.sh
+
+live-metrics: servers ## A real Prometheus scrapes the release binaries and RabbitMQ 4 with the ServiceMonitors' labels; every dashboard query must return data, every alert expression evaluate (needs `make release-check` or a release build first)
+	scripts/k8s/install-tools.sh
+	scripts/k8s/live-metrics.sh target/release
 
 k8s-binary-check: ## Check the release binaries already built run on distroless/cc-debian12
 	CARGO="$(CARGO)" scripts/k8s/release-check.sh --no-build

@@ -7,14 +7,18 @@
 #   scripts/rabbitmq4.sh stop     stop the node
 #   scripts/rabbitmq4.sh ctl ...  rabbitmqctl against the node
 #
+# The node serves its Prometheus metrics (rabbitmq_prometheus, as the chart's broker does) on
+# 127.0.0.1:RABBITMQ4_PROMETHEUS_PORT.
+#
 # Settings (environment): RABBITMQ4_ROOT (/var/cache/orderflow/rabbitmq4), RABBITMQ4_PORT (5673),
-# RABBITMQ4_DIST_PORT (25673), RABBITMQ4_NODE (orderflow4@localhost).
+# RABBITMQ4_DIST_PORT (25673), RABBITMQ4_NODE (orderflow4@localhost), RABBITMQ4_PROMETHEUS_PORT (15693).
 set -euo pipefail
 
 ROOT=${RABBITMQ4_ROOT:-/var/cache/orderflow/rabbitmq4}
 PORT=${RABBITMQ4_PORT:-5673}
 DIST_PORT=${RABBITMQ4_DIST_PORT:-25673}
 NODE=${RABBITMQ4_NODE:-orderflow4@localhost}
+PROMETHEUS_PORT=${RABBITMQ4_PROMETHEUS_PORT:-15693}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -52,18 +56,36 @@ mount_proc() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 }
 
+# The node's configuration: written before it starts, read when it starts.
+configure() {
+  local conf="$ROOT/etc/rabbitmq/rabbitmq.conf"
+  local wanted
+  wanted=$(printf 'prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = %s\n' "$PROMETHEUS_PORT")
+  [ -e "$conf" ] && [ "$(cat "$conf")" = "$wanted" ] || printf '%s\n' "$wanted" > "$conf"
+  echo '[rabbitmq_prometheus].' > "$ROOT/etc/rabbitmq/enabled_plugins"
+  chmod 644 "$conf" "$ROOT/etc/rabbitmq/enabled_plugins"
+}
+
 start() {
   build_root
+  configure
   if answers "$PORT"; then
-    echo "RabbitMQ 4 is up on :$PORT"
-    return 0
+    if answers "$PROMETHEUS_PORT"; then
+      echo "RabbitMQ 4 is up on :$PORT"
+      return 0
+    fi
+    # Started before it served metrics: once, restart it with its configuration.
+    echo "restarting RabbitMQ 4 to serve its metrics on :$PROMETHEUS_PORT"
+    in_root /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$NODE" stop
+    for _ in $(seq 1 30); do answers "$PORT" || break; sleep 1; done
   fi
   mount_proc
   echo "starting RabbitMQ 4 ($NODE) on :$PORT"
   in_root /usr/lib/rabbitmq/bin/rabbitmq-server -detached
   for _ in $(seq 1 120); do
-    if answers "$PORT" && in_root /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$NODE" await_startup >/dev/null 2>&1; then
-      echo "RabbitMQ 4 is up on :$PORT ($(in_root /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$NODE" version))"
+    if answers "$PORT" && in_root /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$NODE" await_startup >/dev/null 2>&1 \
+      && answers "$PROMETHEUS_PORT"; then
+      echo "RabbitMQ 4 is up on :$PORT ($(in_root /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$NODE" version)), metrics on :$PROMETHEUS_PORT"
       return 0
     fi
     sleep 1
