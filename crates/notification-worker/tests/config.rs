@@ -44,6 +44,12 @@ fn a_bad_command_line_prints_the_usage() {
     for args in [&["parked"][..], &["parked", "purge"], &["parked", "list", "--limit", "x"], &["serve"]] {
         let output = run(args, &[]);
         assert_eq!(output.status.code(), Some(64), "{args:?}");
-        assert!(stderr(&output).contains("parked list"), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains("--help"), "{args:?}: {}", stderr(&output));
+    }
+    let help = run(&["parked", "--help"], &[]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for command in ["list", "show", "replay", "discard"] {
+        assert!(help.contains(command), "{help}");
     }
 }

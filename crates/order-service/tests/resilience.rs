@@ -363,7 +363,8 @@ async fn parked_processed_events_can_be_listed_and_replayed_from_the_command_lin
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let listed = loop {
-        let listed = parked_cli(&app, &["parked", "list", "--limit", "10"]).await;
+        let listed = parked_cli(&app, &["parked", "list", "--limit", "10", "--json"]).await;
+        let listed = listed["queues"][0].clone();
         if listed["parked"] == 1 || tokio::time::Instant::now() > deadline {
             break listed;
         }
@@ -373,8 +374,8 @@ async fn parked_processed_events_can_be_listed_and_replayed_from_the_command_lin
     assert_eq!(listed["queue"], app.settings.queues.order_processed);
     assert_eq!(listed["messages"][0]["message_id"], malformed["event_id"], "{listed}");
 
-    let replayed = parked_cli(&app, &["parked", "replay"]).await;
-    assert_eq!(replayed["replayed"], 1, "{replayed}");
+    let replayed = parked_cli(&app, &["parked", "replay", "--json"]).await;
+    assert_eq!(replayed["queues"][0]["replayed"], 1, "{replayed}");
     app.cleanup().await;
 }
 

@@ -246,12 +246,19 @@ impl Console for Unattended {
 }
 
 impl ParkedCommand {
-    /// What the process's arguments ask for: `None` to run the service. `--help` prints help, bad
-    /// arguments print what is wrong; either way the exit code to leave with is the error.
+    /// What the process's arguments ask for: `None` to run the service. `--help` prints help (exit
+    /// code 0), bad arguments print what is wrong (exit code 64); either way the exit code to leave
+    /// with is the error.
     pub fn from_process_args(binary: &str, about: &str) -> Result<Option<ParkedCommand>, ExitCode> {
         Self::parse(binary, about, std::env::args().skip(1)).map_err(|error| {
             let _ = error.print();
-            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+            // Help asked for is a success; a command line not understood is a usage error, the
+            // same exit code as a configuration the service cannot use.
+            if error.exit_code() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(platform::config::EXIT_CONFIG)
+            }
         })
     }
 
