@@ -4,8 +4,8 @@ Usage: check_mysql_init.py HELM CHART
 
 Renders the chart with database and user names of this run's own and passwords full of quotes,
 backslashes and shell syntax; runs the rendered `10-databases.sh` the way the MySQL image's
-entrypoint does (sourced by bash, with `docker_process_sql` running SQL as root and each
-`DB_USER_PASSWORD_<i>` taken from the Secret key the StatefulSet maps it from); then logs in as
+entrypoint does (sourced by bash, with `docker_process_sql` running SQL as root and the
+rendered Secret's keys as files under CREDENTIALS_DIR, as the StatefulSet mounts it); then logs in as
 each service user with its password: it reaches its own database and not the other's. Everything
 it created is dropped at the end, also when a check fails. Needs MariaDB on 127.0.0.1:3306 (root,
 empty password: `make servers`).
@@ -40,11 +40,11 @@ def main(helm, chart):
         {"name": f"oftest_init_{run}_a", "user": f"oft_{run}_a", "passwordKey": "order-db-password", "password": HOSTILE[0]},
         {"name": f"oftest_init_{run}_b", "user": f"oft_{run}_b", "passwordKey": "analytics-db-password", "password": HOSTILE[1]},
     ]
+    # What MySQL creates is derived from the services' own database values.
     values = {
-        "mysql": {"auth": {"rootPassword": "unused-root-password"}, "databases": databases},
-        # The services' database values must agree with what MySQL creates (the chart checks).
-        "orderService": {"database": {k: databases[0][k] for k in ("name", "user", "passwordKey")}},
-        "analyticsService": {"database": {k: databases[1][k] for k in ("name", "user", "passwordKey")}},
+        "mysql": {"auth": {"rootPassword": "unused-root-password"}},
+        "orderService": {"database": databases[0]},
+        "analyticsService": {"database": databases[1]},
     }
     problems = []
     with tempfile.TemporaryDirectory() as directory:
@@ -56,13 +56,13 @@ def main(helm, chart):
         docs = [d for d in yaml.safe_load_all(rendered) if d]
         config = next(d for d in docs if d["kind"] == "ConfigMap" and "10-databases.sh" in d.get("data", {}))
         secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-mysql"))
-        statefulset = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("-mysql"))
-        # The environment the StatefulSet gives the entrypoint: each DB_USER_PASSWORD_<i> from its key.
+        # The Secret as the StatefulSet mounts it: one file per key under CREDENTIALS_DIR.
         env = dict(os.environ)
-        for variable in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]:
-            if variable["name"].startswith("DB_USER_PASSWORD_"):
-                key = variable["valueFrom"]["secretKeyRef"]["key"]
-                env[variable["name"]] = secret["stringData"][key]
+        env["CREDENTIALS_DIR"] = os.path.join(directory, "credentials")
+        os.mkdir(env["CREDENTIALS_DIR"])
+        for key, value in secret["stringData"].items():
+            with open(os.path.join(env["CREDENTIALS_DIR"], key), "w") as file:
+                file.write(value)
         script = os.path.join(directory, "10-databases.sh")
         with open(script, "w") as file:
             file.write(config["data"]["10-databases.sh"])

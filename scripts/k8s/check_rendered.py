@@ -9,9 +9,11 @@ grace periods, replicas vs autoscalers), which Redis each service uses and how t
 keeps its keys, and the objects each case must (not) render.
 """
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 
 import yaml
@@ -25,15 +27,15 @@ NONROOT_UID = 65532
 
 # Objects each case renders (kind -> count). Kinds not listed must be absent.
 EXPECTED = {
-    "default": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 4, "ConfigMap": 2,
+    "default": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 4, "ConfigMap": 3,
                 "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 8, "Pod": 1},
-    "full": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 1, "ConfigMap": 3,
+    "full": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 1, "ConfigMap": 4,
              "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 8, "Pod": 1,
              "HorizontalPodAutoscaler": 1, "ScaledObject": 2, "TriggerAuthentication": 1,
              "ServiceMonitor": 4, "PrometheusRule": 1},
     "external": {"Deployment": 3, "Service": 3, "Secret": 1, "ServiceAccount": 1,
                  "PodDisruptionBudget": 3, "NetworkPolicy": 4, "Pod": 1, "HorizontalPodAutoscaler": 3},
-    "dev": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 5, "ConfigMap": 3,
+    "dev": {"Deployment": 4, "StatefulSet": 3, "Service": 7, "Secret": 5, "ConfigMap": 4,
             "ServiceAccount": 1, "PodDisruptionBudget": 3, "NetworkPolicy": 8, "Pod": 1,
             "ScaledObject": 2, "TriggerAuthentication": 1, "ServiceMonitor": 4, "PrometheusRule": 1},
 }
@@ -198,14 +200,17 @@ def check_redis(case, docs):
 
 
 def check_mysql_init(where, script, databases):
-    """Runs the MySQL init script with the image's docker_process_sql stubbed out, using
-    passwords that need escaping, and checks the SQL it would execute."""
+    """Runs the MySQL init script with the image's docker_process_sql stubbed out, using password
+    files (as the mounted Secret gives them) that need escaping, and checks the SQL it would run."""
     tricky = ["it's a \\ test", "plain-password"]
-    env = {"PATH": "/usr/bin:/bin"}
-    env.update({f"DB_USER_PASSWORD_{i}": tricky[i % 2] for i in range(len(databases))})
-    run = subprocess.run(
-        ["bash", "-c", 'set -euo pipefail; docker_process_sql() { echo "-- args: $*"; cat; }; source "$1"', "_", "/dev/stdin"],
-        input=script, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as credentials:
+        for i, db in enumerate(databases):
+            with open(os.path.join(credentials, db["passwordKey"]), "w") as file:
+                file.write(tricky[i % 2])
+        env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIR": credentials}
+        run = subprocess.run(
+            ["bash", "-c", 'set -euo pipefail; docker_process_sql() { echo "-- args: $*"; cat; }; source "$1"', "_", "/dev/stdin"],
+            input=script, env=env, capture_output=True, text=True)
     if run.returncode != 0:
         fail(where, f"init script failed: {run.stderr.strip()}")
         return
@@ -219,6 +224,41 @@ def check_mysql_init(where, script, databases):
                      f"GRANT ALL PRIVILEGES ON {db['name']}.* TO '{db['user']}'@'%';"):
             if stmt not in sql:
                 fail(where, f"init SQL lacks: {stmt}")
+
+
+def check_mysql(where, statefulset, docs):
+    """The in-chart MySQL runs the init script derived from the services' database values and
+    reads their passwords from the Secret the services read them from."""
+    name = statefulset["metadata"]["name"]
+    spec = statefulset["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    secret_name = env["MYSQL_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    credentials = volumes.get(mounts.get(env.get("CREDENTIALS_DIR", {}).get("value")), {})
+    if credentials.get("secret", {}).get("secretName") != secret_name:
+        fail(where, f"CREDENTIALS_DIR must be the Secret {secret_name} mounted")
+    init = volumes.get(mounts.get("/docker-entrypoint-initdb.d"), {}).get("configMap", {}).get("name")
+    if init != f"{name}-init":
+        fail(where, f"/docker-entrypoint-initdb.d must be the ConfigMap {name}-init, not {init}")
+        return
+    (config,) = [c for c in docs if c["kind"] == "ConfigMap" and c["metadata"]["name"] == init]
+    services = [d for d in docs if d["kind"] == "Deployment"
+                and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") in COMPONENTS]
+    databases = []
+    for deployment in services:
+        service_env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if "DB_PASSWORD" not in service_env:
+            continue
+        reference = service_env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        if reference["name"] != secret_name:
+            fail(where, f"{deployment['metadata']['name']} reads its password from {reference['name']}, MySQL from {secret_name}")
+        databases.append({"name": service_env["DB_NAME"]["value"], "user": service_env["DB_USER"]["value"],
+                          "passwordKey": reference["key"]})
+    if sorted(db["name"] for db in databases) != ["analytics_db", "order_db"]:
+        fail(where, f"services log in to {databases}, expected order_db and analytics_db")
+    check_mysql_init(where, config["data"]["10-databases.sh"], databases)
 
 
 def check_case(case, path):
@@ -250,14 +290,7 @@ def check_case(case, path):
         if d["kind"] in ("ServiceMonitor", "PrometheusRule") and "release" not in labels:
             fail(where, "missing the `release` label Prometheus selects by")
         if d["kind"] == "StatefulSet" and labels.get("app.kubernetes.io/name") == "mysql":
-            (init,) = [c for c in docs if c["kind"] == "ConfigMap" and c["metadata"]["name"] == d["metadata"]["name"]]
-            envs = d["spec"]["template"]["spec"]["containers"][0]["env"]
-            users = [e for e in envs if e["name"].startswith("DB_USER_PASSWORD_")]
-            keys = [e["valueFrom"]["secretKeyRef"]["key"] for e in users]
-            if keys != ["order-db-password", "analytics-db-password"]:
-                fail(where, f"database passwords from keys {keys}, expected order-db-password, analytics-db-password")
-            dbs = [{"name": "order_db", "user": "orderuser"}, {"name": "analytics_db", "user": "analyticsuser"}]
-            check_mysql_init(where, init["data"]["10-databases.sh"], dbs)
+            check_mysql(where, d, docs)
         if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-keda-rabbitmq"):
             host = d["stringData"]["host"].split("://", 1)[1].split(":", 1)[0]
             if "." not in host:

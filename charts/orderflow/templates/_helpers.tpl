@@ -282,7 +282,7 @@ Call with (dict "root" $ "svc" <service values> "redis" "redis"|"dedupeRedis").
 {{- $inputs := dict
     "service" .svc
     "queues" $values.queues
-    "mysql" (dict "auth" $values.mysql.auth "databases" $values.mysql.databases "enabled" $values.mysql.enabled)
+    "mysql" (dict "auth" $values.mysql.auth "enabled" $values.mysql.enabled)
     "externalMysql" $values.externalMysql
     "rabbitmq" (dict "auth" $values.rabbitmq.auth "vhost" $values.rabbitmq.vhost "enabled" $values.rabbitmq.enabled)
     "externalRabbitmq" $values.externalRabbitmq
