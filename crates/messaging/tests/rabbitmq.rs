@@ -384,6 +384,52 @@ async fn a_consumer_survives_a_connection_cut() {
     harness.stop().await;
 }
 
+/// Two addresses of one broker, each behind its own proxy: losing the node in use moves the
+/// adapter to the other address at once, and consuming and publishing go on there.
+#[tokio::test]
+async fn a_lost_node_is_replaced_by_the_next_address() {
+    let broker = host_port(&amqp_url(), 5672);
+    let first = FaultProxy::start(broker.clone()).await.unwrap();
+    let second = FaultProxy::start(broker).await.unwrap();
+    let mut settings = settings(amqp_url());
+    settings.addresses = vec![format!("127.0.0.1:{}", first.port()), format!("127.0.0.1:{}", second.port())];
+    let mut harness = Harness::start(settings).await;
+    let recorder = Recorder::new(|_| Ok(Handled::Processed));
+    harness.consume(recorder.clone()).await;
+    harness.publish_one(&message("on the first node")).await;
+    eventually(WAIT, "the first delivery", || async {
+        (!recorder.seen_payload("on the first node").is_empty()).then_some(())
+    })
+    .await;
+
+    first.cut();
+    let after = message("on the second node");
+    eventually(WAIT, "a publish through the second address", || async {
+        (harness.rabbit.publish(std::slice::from_ref(&after)).await == vec![Ok(())]).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the delivery through the second address", || async {
+        (!recorder.seen_payload("on the second node").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(harness.rabbit.connections_established(), 2, "one failover");
+
+    // The second node goes too while the first is back: the adapter returns to the first.
+    first.restore();
+    second.cut();
+    let back = message("back on the first node");
+    eventually(WAIT, "a publish through the first address again", || async {
+        (harness.rabbit.publish(std::slice::from_ref(&back)).await == vec![Ok(())]).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the delivery through the first address again", || async {
+        (!recorder.seen_payload("back on the first node").is_empty()).then_some(())
+    })
+    .await;
+
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn transient_failures_are_retried_with_growing_attempts_then_parked() {
     let mut harness = Harness::start(settings(amqp_url())).await;

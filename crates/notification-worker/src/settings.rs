@@ -8,7 +8,7 @@ use std::{fmt, time::Duration};
 
 use messaging::rabbitmq::RabbitSettings;
 use platform::{ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, redis::RedisSettings};
-use serde::{Deserialize, Deserializer, Serialize, de};
+use serde::{Deserialize, Serialize};
 
 /// The worker's own flat environment variables and the settings they set.
 pub const FLAT_ENV: &[(&str, &str)] = &[
@@ -83,12 +83,16 @@ impl ChannelKind {
             ChannelKind::Webhook => "webhook",
         }
     }
+}
 
-    pub fn parse(name: &str) -> Option<ChannelKind> {
+impl std::str::FromStr for ChannelKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<ChannelKind, String> {
         match name.trim().to_ascii_lowercase().as_str() {
-            "log" => Some(ChannelKind::Log),
-            "webhook" => Some(ChannelKind::Webhook),
-            _ => None,
+            "log" => Ok(ChannelKind::Log),
+            "webhook" => Ok(ChannelKind::Webhook),
+            _ => Err("unknown channel (known: log, webhook)".into()),
         }
     }
 }
@@ -99,7 +103,7 @@ impl ChannelKind {
 pub struct NotificationSettings {
     /// Channels every event is sent through. Also read from a comma-separated string
     /// (`NOTIFY_CHANNELS=log,webhook`).
-    #[serde(deserialize_with = "channels_from_list_or_string")]
+    #[serde(deserialize_with = "platform::settings::list_or_comma_separated")]
     pub channels: Vec<ChannelKind>,
     pub webhook: WebhookSettings,
     /// How long a worker may hold the claim on one (channel, event) while sending it. A worker
@@ -239,41 +243,6 @@ impl WebhookSettings {
         }
         Ok(())
     }
-}
-
-/// Accepts a list (`["log", "webhook"]` from TOML) or a comma-separated string (`"log,webhook"`
-/// from the environment, where every value is a string).
-fn channels_from_list_or_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<ChannelKind>, D::Error> {
-    struct Channels;
-
-    fn channel<E: de::Error>(name: &str) -> Result<ChannelKind, E> {
-        ChannelKind::parse(name)
-            .ok_or_else(|| E::custom(format!("unknown channel {:?} (known: log, webhook)", name.trim())))
-    }
-
-    impl<'de> de::Visitor<'de> for Channels {
-        type Value = Vec<ChannelKind>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of channel names or a comma-separated string of them")
-        }
-
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<ChannelKind>, E> {
-            text.split(',').filter(|part| !part.trim().is_empty()).map(channel).collect()
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<ChannelKind>, A::Error> {
-            let mut channels = Vec::new();
-            while let Some(name) = seq.next_element::<String>()? {
-                channels.push(channel(&name)?);
-            }
-            Ok(channels)
-        }
-    }
-
-    deserializer.deserialize_any(Channels)
 }
 
 #[cfg(test)]

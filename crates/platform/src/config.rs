@@ -46,6 +46,7 @@ pub const FLAT_ENV: &[(&str, &str)] = &[
     ("RABBITMQ_USER", "rabbitmq.user"),
     ("RABBITMQ_PASSWORD", "rabbitmq.password"),
     ("RABBITMQ_VHOST", "rabbitmq.vhost"),
+    ("RABBITMQ_ADDRESSES", "rabbitmq.addresses"),
     ("LOG_LEVEL", "telemetry.log_level"),
     ("LOG_FORMAT", "telemetry.log_format"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),

@@ -133,6 +133,88 @@ pub enum LogFormat {
     Text,
 }
 
+/// Deserializes a list setting from a list (`[200, "500"]` from TOML) or from a comma-separated
+/// string (`"200,500"` from the environment, where every value is a string). Each element is
+/// parsed with `T::from_str`; blank elements are skipped. Use with
+/// `#[serde(deserialize_with = "platform::settings::list_or_comma_separated")]`.
+pub fn list_or_comma_separated<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    use serde::de::{self, Error};
+
+    fn element<T: std::str::FromStr, E: Error>(text: &str) -> Result<T, E>
+    where
+        T::Err: std::fmt::Display,
+    {
+        text.trim().parse().map_err(|error| E::custom(format!("{:?}: {error}", text.trim())))
+    }
+
+    /// One list element: a string, or a number written without quotes.
+    struct Element(String);
+
+    impl<'de> Deserialize<'de> for Element {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ElementVisitor;
+            impl de::Visitor<'_> for ElementVisitor {
+                type Value = Element;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string or a number")
+                }
+                fn visit_str<E: Error>(self, text: &str) -> Result<Element, E> {
+                    Ok(Element(text.to_owned()))
+                }
+                fn visit_u64<E: Error>(self, number: u64) -> Result<Element, E> {
+                    Ok(Element(number.to_string()))
+                }
+                fn visit_i64<E: Error>(self, number: i64) -> Result<Element, E> {
+                    Ok(Element(number.to_string()))
+                }
+            }
+            deserializer.deserialize_any(ElementVisitor)
+        }
+    }
+
+    struct List<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: std::str::FromStr> de::Visitor<'de> for List<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list or a comma-separated string")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Vec<T>, E> {
+            text.split(',').filter(|part| !part.trim().is_empty()).map(element).collect()
+        }
+
+        fn visit_u64<E: Error>(self, number: u64) -> Result<Vec<T>, E> {
+            Ok(vec![element(&number.to_string())?])
+        }
+
+        fn visit_i64<E: Error>(self, number: i64) -> Result<Vec<T>, E> {
+            Ok(vec![element(&number.to_string())?])
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(Element(text)) = seq.next_element()? {
+                if !text.trim().is_empty() {
+                    list.push(element(&text)?);
+                }
+            }
+            Ok(list)
+        }
+    }
+
+    deserializer.deserialize_any(List(std::marker::PhantomData))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +226,23 @@ mod tests {
         assert!(no_time.validate().unwrap_err().to_string().contains("http.header_read_timeout_ms"));
         let no_room = HttpSettings { max_connections: 0, ..HttpSettings::default() };
         assert!(no_room.validate().unwrap_err().to_string().contains("http.max_connections"));
+    }
+
+    #[test]
+    fn lists_come_from_a_list_or_a_comma_separated_string() {
+        #[derive(Debug, Deserialize)]
+        struct Settings {
+            #[serde(deserialize_with = "list_or_comma_separated")]
+            delays: Vec<u64>,
+        }
+        let parse = |json: &str| serde_json::from_str::<Settings>(json).map(|s| s.delays);
+        assert_eq!(parse(r#"{"delays": [200, "500"]}"#).unwrap(), vec![200, 500]);
+        assert_eq!(parse(r#"{"delays": " 200, ,500 "}"#).unwrap(), vec![200, 500]);
+        assert_eq!(parse(r#"{"delays": "750"}"#).unwrap(), vec![750]);
+        assert_eq!(parse(r#"{"delays": 750}"#).unwrap(), vec![750]);
+        assert_eq!(parse(r#"{"delays": ""}"#).unwrap(), Vec::<u64>::new());
+        let error = parse(r#"{"delays": "200,1s"}"#).unwrap_err().to_string();
+        assert!(error.contains("\"1s\""), "{error}");
+        assert!(parse(r#"{"delays": [-1]}"#).is_err());
     }
 }

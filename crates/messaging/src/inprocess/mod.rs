@@ -54,7 +54,7 @@ pub struct InProcessSettings {
     /// Delay before each retry of a delivery that failed transiently; after the last one it is
     /// parked. The publisher waits through them, so keep their sum to a few seconds. Also read
     /// from a comma-separated string (`"100,500"`).
-    #[serde(deserialize_with = "crate::rabbitmq::delays_from_list_or_string")]
+    #[serde(deserialize_with = "platform::settings::list_or_comma_separated")]
     pub retry_delays_ms: Vec<u64>,
     /// Longest a publish waits for its consumers; past it the message counts as not confirmed
     /// (the outbox publishes it again later). Must exceed the sum of the retry delays.

@@ -27,7 +27,6 @@ use contracts::QueueBinding;
 use platform::{ConfigError, DependencyStatus, Shutdown};
 
 pub use settings::RabbitSettings;
-pub(crate) use settings::delays_from_list_or_string;
 pub use topology::{ExchangeNames, QueueNames, RetryQueue};
 
 use crate::{MessagingMetrics, Subscription};

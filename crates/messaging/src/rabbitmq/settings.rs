@@ -1,10 +1,10 @@
 //! Settings of the RabbitMQ adapter (configuration section `rabbitmq`).
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use lapin::uri::AMQPUri;
 use platform::ConfigError;
-use serde::{Deserialize, Deserializer, Serialize, de};
+use serde::{Deserialize, Serialize};
 
 /// Longest name RabbitMQ accepts for a queue, an exchange or a routing key.
 pub(crate) const MAX_NAME_LENGTH: usize = 255;
@@ -23,6 +23,12 @@ pub struct RabbitSettings {
     pub user: String,
     pub password: String,
     pub vhost: String,
+    /// The broker's nodes, `host` or `host:port` each (port 5672 when left out), for a cluster:
+    /// they replace the host and port of `url` (or of `host`/`port`). A service connects to the
+    /// first that answers, and after losing a connection it tries the next node first. Also read
+    /// from a comma-separated string (`RABBITMQ_ADDRESSES=rabbit-0:5672,rabbit-1:5672`).
+    #[serde(deserialize_with = "platform::settings::list_or_comma_separated")]
+    pub addresses: Vec<String>,
     /// The topic exchange events are published to. The retry and dead-letter exchanges are named
     /// after it (`<exchange>.retry`, `<exchange>.dlx`).
     pub exchange: String,
@@ -33,7 +39,7 @@ pub struct RabbitSettings {
     pub batch_size: usize,
     /// Delay before each retry of a delivery that failed transiently; after the last one it is
     /// parked in the dead-letter queue. Also read from a comma-separated string (`"200,500"`).
-    #[serde(deserialize_with = "delays_from_list_or_string")]
+    #[serde(deserialize_with = "platform::settings::list_or_comma_separated")]
     pub retry_delays_ms: Vec<u64>,
     /// Deliveries of one message that ended without an acknowledgement (its consumer crashed or
     /// lost its connection while holding it) before the broker dead-letters it. A consumer that
@@ -58,6 +64,7 @@ impl Default for RabbitSettings {
             user: "guest".into(),
             password: "guest".into(),
             vhost: "/".into(),
+            addresses: Vec::new(),
             exchange: "orders".into(),
             // A consumer that fell behind catches up in large batches: a batch costs a few
             // statements whatever its size.
@@ -75,7 +82,7 @@ impl Default for RabbitSettings {
 impl RabbitSettings {
     /// Checks every value; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.uri()?;
+        self.uris()?;
         if self.exchange.is_empty() {
             return Err(ConfigError::invalid("rabbitmq.exchange", "must not be empty"));
         }
@@ -153,6 +160,30 @@ impl RabbitSettings {
         Ok(uri)
     }
 
+    /// The URI of every node to connect to, in the order they are tried: the connection URL
+    /// with each of `addresses` as its host and port, or the URL alone when there are none.
+    pub(crate) fn uris(&self) -> Result<Vec<AMQPUri>, ConfigError> {
+        let uri = self.uri()?;
+        if self.addresses.is_empty() {
+            return Ok(vec![uri]);
+        }
+        self.addresses
+            .iter()
+            .map(|address| {
+                let (host, port) = host_and_port(address).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "rabbitmq.addresses",
+                        format!("{address:?} is not host or host:port"),
+                    )
+                })?;
+                let mut node = uri.clone();
+                node.authority.host = host.to_owned();
+                node.authority.port = port;
+                Ok(node)
+            })
+            .collect()
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
@@ -170,6 +201,29 @@ impl RabbitSettings {
     }
 }
 
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the AMQP port when none is given.
+fn host_and_port(address: &str) -> Option<(&str, u16)> {
+    const AMQP_PORT: u16 = 5672;
+    let address = address.trim();
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match address.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        }
+    };
+    let port = match port {
+        Some(port) => port.parse().ok().filter(|&port| port != 0)?,
+        None => AMQP_PORT,
+    };
+    (!host.is_empty() && !host.contains(['/', '@', ' '])).then_some((host, port))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, so that any user, password or
 /// vhost (`/` included) survives the URL.
 fn percent_encode(text: &str) -> String {
@@ -182,85 +236,6 @@ fn percent_encode(text: &str) -> String {
         }
     }
     encoded
-}
-
-/// Accepts a list (`[200, 500]` from TOML) or a comma-separated string (`"200,500"` from the
-/// environment, where every value is a string).
-pub(crate) fn delays_from_list_or_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<u64>, D::Error> {
-    struct Delays;
-
-    impl<'de> de::Visitor<'de> for Delays {
-        type Value = Vec<u64>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of milliseconds or a comma-separated string of them")
-        }
-
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u64>, E> {
-            text.split(',')
-                .map(str::trim)
-                .filter(|part| !part.is_empty())
-                .map(|part| {
-                    part.parse::<u64>()
-                        .map_err(|_| E::custom(format!("{part:?} is not a number of milliseconds")))
-                })
-                .collect()
-        }
-
-        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Vec<u64>, E> {
-            Ok(vec![ms])
-        }
-
-        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Vec<u64>, E> {
-            u64::try_from(ms).map(|ms| vec![ms]).map_err(|_| E::custom("a delay cannot be negative"))
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
-            let mut delays = Vec::new();
-            while let Some(Millis(ms)) = seq.next_element()? {
-                delays.push(ms);
-            }
-            Ok(delays)
-        }
-    }
-
-    deserializer.deserialize_any(Delays)
-}
-
-/// One list element: a number, or a number written as a string.
-struct Millis(u64);
-
-impl<'de> Deserialize<'de> for Millis {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MillisVisitor;
-
-        impl de::Visitor<'_> for MillisVisitor {
-            type Value = Millis;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of milliseconds")
-            }
-
-            fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Millis, E> {
-                Ok(Millis(ms))
-            }
-
-            fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Millis, E> {
-                u64::try_from(ms).map(Millis).map_err(|_| E::custom("a delay cannot be negative"))
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Millis, E> {
-                text.trim()
-                    .parse()
-                    .map(Millis)
-                    .map_err(|_| E::custom(format!("{text:?} is not a number of milliseconds")))
-            }
-        }
-
-        deserializer.deserialize_any(MillisVisitor)
-    }
 }
 
 #[cfg(test)]
@@ -296,6 +271,29 @@ mod tests {
     }
 
     #[test]
+    fn every_address_gets_the_credentials_and_vhost() {
+        let settings = RabbitSettings {
+            url: Some("amqp://u:p@ignored:1/v".into()),
+            addresses: vec!["rabbit-0:5681".into(), " rabbit-1 ".into(), "[::1]:5683".into()],
+            ..Default::default()
+        };
+        let uris = settings.uris().unwrap();
+        let nodes: Vec<_> =
+            uris.iter().map(|uri| (uri.authority.host.as_str(), uri.authority.port)).collect();
+        assert_eq!(nodes, [("rabbit-0", 5681), ("rabbit-1", 5672), ("::1", 5683)]);
+        for uri in &uris {
+            assert_eq!((uri.authority.userinfo.username.as_str(), uri.vhost.as_str()), ("u", "v"));
+            assert_eq!(uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECONDS));
+        }
+        assert_eq!(RabbitSettings::default().uris().unwrap().len(), 1, "no addresses: the URL alone");
+        for bad in ["rabbit:0", "rabbit:x", ":5672", "[::1", "user@rabbit"] {
+            let settings = RabbitSettings { addresses: vec![bad.into()], ..Default::default() };
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains("rabbitmq.addresses"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn delays_come_from_a_list_or_a_string() {
         let from_list: RabbitSettings = serde_json::from_str(r#"{"retry_delays_ms": [200, "500"]}"#).unwrap();
         assert_eq!(from_list.retry_delays_ms, vec![200, 500]);
@@ -319,6 +317,7 @@ mod tests {
             ("RABBITMQ_PASSWORD", "007"),
             ("ORDERFLOW_RABBITMQ__RETRY_DELAYS_MS", "200,500"),
             ("ORDERFLOW_RABBITMQ__PREFETCH", "16"),
+            ("RABBITMQ_ADDRESSES", "rabbit-0:5672,rabbit-1:5672"),
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned()));
         let config: Config = platform::config::load_from(&Config::default(), &[], env).unwrap();
@@ -326,6 +325,7 @@ mod tests {
         assert_eq!(config.rabbitmq.password, "007");
         assert_eq!(config.rabbitmq.retry_delays_ms, vec![200, 500]);
         assert_eq!(config.rabbitmq.prefetch, 16);
+        assert_eq!(config.rabbitmq.addresses, ["rabbit-0:5672", "rabbit-1:5672"]);
         assert_eq!(config.rabbitmq.exchange, "orders");
     }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, future::join_all};
-use lapin::{Channel, Connection, ConnectionProperties, Event, options::ConfirmSelectOptions};
+use lapin::{Channel, Connection, ConnectionProperties, Event, options::ConfirmSelectOptions, uri::AMQPUri};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -44,9 +44,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    async fn open(shared: &Shared) -> lapin::Result<(Arc<Session>, Events)> {
-        // Validated when the handle was built.
-        let uri = shared.settings.uri().map_err(|e| std::io::Error::other(e.to_string()))?;
+    async fn open(shared: &Shared, uri: AMQPUri) -> lapin::Result<(Arc<Session>, Events)> {
         let properties = ConnectionProperties::default().with_connection_name("orderflow".into());
         let connection = Connection::connect_uri(uri, properties).await?;
         let events: Events = Box::pin(connection.events_listener());
@@ -140,16 +138,33 @@ impl Session {
     }
 }
 
+/// Keeps a session open: connects to the broker's nodes in turn, and after a lost session or a
+/// failed attempt tries the next node first. Only when every node has failed in a row does it
+/// pause, longer after each such round.
 pub(crate) async fn supervise(shared: Arc<Shared>) {
-    let mut failures: u32 = 0;
+    // Validated when the handle was built.
+    let nodes = match shared.settings.uris() {
+        Ok(nodes) => nodes,
+        Err(error) => {
+            shared.status.set_down(error.to_string());
+            return;
+        }
+    };
+    let mut next = 0;
+    let mut failed_in_a_row = 0;
+    let mut failed_rounds: u32 = 0;
     while !shared.shutdown.is_triggered() {
+        let uri = nodes[next % nodes.len()].clone();
+        let node = format!("{}:{}", uri.authority.host, uri.authority.port);
+        next += 1;
         let opened = tokio::select! {
             () = shared.shutdown.requested() => break,
-            opened = tokio::time::timeout(CONNECT_TIMEOUT, Session::open(&shared)) => opened,
+            opened = tokio::time::timeout(CONNECT_TIMEOUT, Session::open(&shared, uri)) => opened,
         };
-        match opened {
+        let failure = match opened {
             Ok(Ok((session, events))) => {
-                info!(event = "rabbitmq_connected", "connected to RabbitMQ");
+                info!(event = "rabbitmq_connected", node = %node, "connected to RabbitMQ");
+                failed_in_a_row = 0;
                 let started = Instant::now();
                 let reason = run_session(&shared, &session, events).await;
                 if !shared.shutdown.is_triggered() {
@@ -159,20 +174,24 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
                 if shared.shutdown.is_triggered() {
                     break;
                 }
-                failures = if started.elapsed() >= STABLE_SESSION { 0 } else { failures.saturating_add(1) };
+                failed_rounds =
+                    if started.elapsed() >= STABLE_SESSION { 0 } else { failed_rounds.saturating_add(1) };
+                None
             }
-            Ok(Err(error)) => {
-                failures = failures.saturating_add(1);
-                warn!(event = "rabbitmq_connect_failed", error = %error, "cannot connect to RabbitMQ");
-                shared.status.set_down(format!("cannot connect: {error}"));
+            Ok(Err(error)) => Some(format!("cannot connect to {node}: {error}")),
+            Err(_) => Some(format!("no connection to {node} within {CONNECT_TIMEOUT:?}")),
+        };
+        if let Some(failure) = failure {
+            warn!(event = "rabbitmq_connect_failed", node = %node, error = %failure, "cannot connect to RabbitMQ");
+            shared.status.set_down(failure);
+            failed_in_a_row += 1;
+            if failed_in_a_row < nodes.len() {
+                continue; // another node may answer at once
             }
-            Err(_) => {
-                failures = failures.saturating_add(1);
-                warn!(event = "rabbitmq_connect_failed", "connecting to RabbitMQ timed out");
-                shared.status.set_down(format!("no connection within {CONNECT_TIMEOUT:?}"));
-            }
+            failed_in_a_row = 0;
+            failed_rounds = failed_rounds.saturating_add(1);
         }
-        let pause = backoff(failures, shared.settings.reconnect_max_backoff());
+        let pause = backoff(failed_rounds, shared.settings.reconnect_max_backoff());
         tokio::select! {
             () = shared.shutdown.requested() => break,
             () = tokio::time::sleep(pause) => {}
