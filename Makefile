@@ -20,13 +20,14 @@ servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running,
 	scripts/ensure-servers.sh
 
 .PHONY: test
-test: servers ## Run every test: the Rust suites against the real servers (RabbitMQ 4; the messaging suite also on RabbitMQ 3), the offline chart checks, the release-binary linkage check, the dashboards and alerts on a live Prometheus
+test: servers ## Run every test: the Rust suites against the real servers (RabbitMQ 4; the messaging suite also on RabbitMQ 3), the offline chart checks, the release-binary linkage check, the dashboards and alerts on a live Prometheus, replicas on a three-node broker
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 	@echo "messaging suite against RabbitMQ 3 (:5672)"
 	TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f $(CARGO) nextest run -p messaging --test rabbitmq --no-fail-fast
 	$(MAKE) chart-test
 	$(MAKE) release-check
 	$(MAKE) live-metrics
+	$(MAKE) scale-out-test
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy with warnings as errors, and the TLS dependency policy
@@ -55,6 +56,13 @@ bench: servers ## Whole-system CPU per order and per cached read, rates and time
 soak: servers ## Release binaries at ~70% of measured capacity for 10 minutes (SOAK_MINUTES, SOAK_RATE, SOAK_LOAD, SOAK_RETENTION_MINUTES); a line a minute
 	$(CARGO) build --release --workspace --bins
 	$${CARGO_TARGET_DIR:-target}/release/bench soak
+
+.PHONY: scale-out-test
+scale-out-test: servers ## Two release replicas of each service on a fresh three-node RabbitMQ 4 cluster (AMQP :5681-5683) through node stops and SIGKILLs; must end exact; prints the failover times
+	$(CARGO) build --release --workspace --bins
+	scripts/rabbitmq4.sh cluster-start
+	status=0; TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5681/%2f $(CARGO) nextest run --release -p system-tests \
+		--test scale_out --run-ignored only --no-capture || status=$$?; scripts/rabbitmq4.sh cluster-stop; exit $$status
 
 .PHONY: outage-drill
 outage-drill: servers ## Release binaries under steady load while analytics' database and Redis are away for 5 minutes (DRILL_OUTAGE_SECONDS, DRILL_RATE); prints what it saw

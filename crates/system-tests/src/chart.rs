@@ -483,7 +483,8 @@ impl ChartSystem {
 ///   password is dropped when the local server has none.
 /// - `RABBITMQ_HOST`, `RABBITMQ_PORT`, `RABBITMQ_USER`, `RABBITMQ_PASSWORD`, `RABBITMQ_VHOST`:
 ///   the local broker (`TEST_AMQP_URL`), or a fault proxy in front of it; the chart's vhost may
-///   not exist there.
+///   not exist there. `RABBITMQ_ADDRESSES` (an external cluster's nodes), when the chart sets
+///   it: that same one address.
 /// - added: `ORDERFLOW_RABBITMQ__EXCHANGE`, the three `ORDERFLOW_*__QUEUE` names and
 ///   `ORDERFLOW_REDIS__KEY_PREFIX`, this run's own; the chart's names are everyone's.
 /// - added: `ORDERFLOW_HTTP__HOST`, a private loopback address per service, standing in for its
@@ -526,6 +527,9 @@ fn run_env(binary: &str, chart_env: &[(String, EnvValue)], local: &Local<'_>) ->
     let amqp = ServerUrl::parse(&test_support::amqp_url(), 5672);
     let (host, port) =
         local.broker.map_or((amqp.host, amqp.port), |proxy| (proxy.ip().to_string(), proxy.port()));
+    if env.chart.contains("RABBITMQ_ADDRESSES") {
+        env.replace("RABBITMQ_ADDRESSES", Some(format!("{host}:{port}")));
+    }
     env.replace("RABBITMQ_HOST", Some(host));
     env.replace("RABBITMQ_PORT", Some(port.to_string()));
     env.replace("RABBITMQ_USER", Some(amqp.user));

@@ -335,11 +335,13 @@ pub struct Options {
     pub analytics: bool,
     /// Route each database and Redis through a [`Faults`] proxy the test can cut.
     pub faults: bool,
+    /// The broker's nodes (`RABBITMQ_ADDRESSES`), for a cluster.
+    pub rabbitmq_addresses: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { amqp_url: None, analytics: true, faults: false }
+        Options { amqp_url: None, analytics: true, faults: false, rabbitmq_addresses: None }
     }
 }
 
@@ -385,7 +387,7 @@ impl System {
 
     /// Starts the services as `options` say.
     pub async fn start_with(options: Options) -> System {
-        let Options { amqp_url, analytics: start_analytics, faults } = options;
+        let Options { amqp_url, analytics: start_analytics, faults, rabbitmq_addresses } = options;
         let faults = if faults { Some(Faults::start().await) } else { None };
         let redis_url = match &faults {
             Some(faults) => format!("redis://127.0.0.1:{}", faults.redis.port()),
@@ -417,6 +419,7 @@ impl System {
             ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ]
         .into_iter()
+        .chain(rabbitmq_addresses.map(|addresses| ("RABBITMQ_ADDRESSES", addresses)))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
 
@@ -467,6 +470,10 @@ impl System {
         format!("{}.{queue}", self.name)
     }
 
+    pub fn order_env(&self) -> BTreeMap<String, String> {
+        with_database(&self.env, &self.order_db, self.faults.as_ref().map(|f| &f.order_db))
+    }
+
     pub fn analytics_env(&self) -> BTreeMap<String, String> {
         with_database(&self.env, &self.analytics_db, self.faults.as_ref().map(|f| &f.analytics_db))
     }
@@ -505,6 +512,29 @@ impl System {
             (summary["total_orders"] == orders).then_some(summary)
         })
         .await
+    }
+
+    /// Waits until no order in the order database is still waiting to be `processed`.
+    pub async fn wait_until_every_order_processed(&self, timeout: Duration) {
+        let order_db = sqlx::MySqlPool::connect(&self.order_db_url()).await.expect("order database");
+        eventually(timeout, "every order processed", || async {
+            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status <> 'processed'")
+                .fetch_one(&order_db)
+                .await
+                .expect("count the waiting orders");
+            (waiting == 0).then_some(())
+        })
+        .await;
+        order_db.close().await;
+    }
+
+    /// Messages in the dead-letter queues of the system's three queues.
+    pub async fn parked_messages(&self) -> u32 {
+        let mut parked = 0;
+        for queue in ["analytics.orders", "notifications.orders", "orders.processed"] {
+            parked += test_support::ready_messages(&format!("{}.dlq", self.queue(queue))).await.unwrap_or(0);
+        }
+        parked
     }
 
     /// Stops every process and removes everything the test created.

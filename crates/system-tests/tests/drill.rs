@@ -78,15 +78,7 @@ async fn an_outage_of_minutes_under_steady_load_loses_and_parks_nothing() {
     let summary = system.wait_for_summary(accepted as u64, quiet).await;
     let summary_exact = restored_at.elapsed();
     assert_eq!(summary["total_revenue"].to_string(), cents_text(sum_cents(&amounts)));
-    let order_db = sqlx::MySqlPool::connect(&system.order_db_url()).await.unwrap();
-    eventually(quiet, "every order processed", || async {
-        let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status <> 'processed'")
-            .fetch_one(&order_db)
-            .await
-            .unwrap();
-        (waiting == 0).then_some(())
-    })
-    .await;
+    system.wait_until_every_order_processed(quiet).await;
     let all_processed = restored_at.elapsed();
     eventually(quiet, "every notification", || async {
         (system.webhook.calls().len() >= 2 * accepted).then_some(())
@@ -98,10 +90,7 @@ async fn an_outage_of_minutes_under_steady_load_loses_and_parks_nothing() {
     let distinct: std::collections::HashSet<&str> = calls.iter().map(|call| call.event_id.as_str()).collect();
     assert_eq!((calls.len(), distinct.len()), (2 * accepted, 2 * accepted), "each event notified once");
 
-    let mut parked = 0;
-    for queue in ["analytics.orders", "notifications.orders", "orders.processed"] {
-        parked += test_support::ready_messages(&format!("{}.dlq", system.queue(queue))).await.unwrap_or(0);
-    }
+    let parked = system.parked_messages().await;
     let mut retried = 0.0;
     for service in [&system.order, system.analytics(), &system.notifications] {
         let metrics = system.client.get(service.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -124,6 +113,5 @@ async fn an_outage_of_minutes_under_steady_load_loses_and_parks_nothing() {
         all_notified.as_secs_f64(),
     );
     assert_eq!(parked, 0, "nothing parked");
-    order_db.close().await;
     system.cleanup().await;
 }
