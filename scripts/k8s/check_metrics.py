@@ -27,6 +27,7 @@ CONTRACT = {
     "messages_consumed_total", "messages_retried_total", "messages_dead_lettered_total",
     "message_processing_duration_seconds",
     "cache_requests_total", "dependency_up", "notifications_sent_total",
+    "queue_messages_ready", "queue_messages_parked",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # Grafana variables are not PromQL; substitute plain values before parsing.

@@ -42,6 +42,10 @@ pub struct MessagingMetrics {
     pub processing_duration: Family<QueueLabels, Histogram>,
     /// 1 while the queue's consumer is paused because a dependency is unavailable.
     pub paused: Family<QueueLabels, Gauge>,
+    /// Messages waiting in a consumed queue, and parked in its dead-letter queue, as last sampled
+    /// from the bus (no series while the bus cannot be asked).
+    pub queue_ready: Family<QueueLabels, Gauge>,
+    pub queue_parked: Family<QueueLabels, Gauge>,
 }
 
 impl MessagingMetrics {
@@ -56,6 +60,8 @@ impl MessagingMetrics {
             dead_lettered: Family::default(),
             processing_duration: Family::new_with_constructor(platform::metrics::latency_histogram),
             paused: Family::default(),
+            queue_ready: Family::default(),
+            queue_parked: Family::default(),
         };
         registry.register("outbox_backlog", "Outbox rows not yet published", metrics.outbox_backlog.clone());
         registry.register(
@@ -90,6 +96,16 @@ impl MessagingMetrics {
             "consumer_paused",
             "1 while the consumer is paused because a dependency it needs is unavailable",
             metrics.paused.clone(),
+        );
+        registry.register(
+            "queue_messages_ready",
+            "Messages waiting in the queue this service consumes, sampled from the broker",
+            metrics.queue_ready.clone(),
+        );
+        registry.register(
+            "queue_messages_parked",
+            "Messages parked in the dead-letter queue of the queue this service consumes, sampled from the broker",
+            metrics.queue_parked.clone(),
         );
         metrics
     }

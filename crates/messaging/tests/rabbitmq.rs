@@ -971,6 +971,52 @@ async fn parked_messages_survive_fifty_listings_and_failed_replays() {
     consumer.stop().await;
 }
 
+/// A consumer reports its queue's depths itself (`queue_messages_ready`, `queue_messages_parked`),
+/// sampled from the broker when it starts consuming and periodically after.
+#[tokio::test]
+async fn a_consumer_reports_what_waits_in_its_queue_and_what_is_parked() {
+    let settings = settings(amqp_url());
+    let mut first = Harness::start(settings.clone()).await;
+    let queue = first
+        .consume(Recorder::new(|delivery| {
+            if delivery.payload == b"poison" {
+                Err(HandleError::Permanent("not an order".into()))
+            } else {
+                Ok(Handled::Processed)
+            }
+        }))
+        .await;
+    first.publish_one(&message("poison")).await;
+    eventually(WAIT, "the poison to be parked", || async { (first.parked(&queue).await == 1).then_some(()) })
+        .await;
+    first.shutdown.trigger();
+    assert!(first.shutdown.wait_for_tasks(WAIT).await);
+    // Two messages wait while nobody consumes.
+    let publisher = Harness::start(settings.clone()).await;
+    for payload in ["waiting 1", "waiting 2"] {
+        publisher.publish_one(&message(payload)).await;
+    }
+
+    // A consumer that takes one message at a time and holds the first: one message at least
+    // stays ready.
+    let second = Harness::start(RabbitSettings { prefetch: 1, ..settings }).await;
+    let release = Arc::new(Notify::new());
+    second.consume_queue(&queue, Recorder::gated(release.clone())).await;
+    let labels = QueueLabels { queue: queue.clone() };
+    let (ready, parked) = eventually(WAIT, "the depth gauges", || async {
+        let ready = second.metrics.queue_ready.get_or_create(&labels).get();
+        let parked = second.metrics.queue_parked.get_or_create(&labels).get();
+        (parked == 1).then_some((ready, parked))
+    })
+    .await;
+    assert_eq!(parked, 1, "the parked message");
+    assert!((1..=2).contains(&ready), "one or both waiting messages are ready: {ready}");
+    release.notify_waiters();
+    publisher.stop().await;
+    second.stop().await;
+    first.stop().await;
+}
+
 #[tokio::test]
 async fn every_queue_of_the_topology_exists_before_the_first_publish() {
     let name = unique_name();

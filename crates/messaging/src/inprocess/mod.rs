@@ -377,6 +377,12 @@ impl EventBus for InProcessBus {
             shutdown: self.shutdown.clone(),
         };
         consumer.start(receiver);
+        crate::parked::sample_queue_depths(
+            self.clone(),
+            queue.name.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        );
         Ok(())
     }
 }

@@ -117,3 +117,48 @@ mod tests {
         assert!(!Selection::ids(["a".to_owned()]).matches(&anonymous));
     }
 }
+
+/// How often [`sample_queue_depths`] asks the bus.
+pub const DEPTH_SAMPLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// After a failed sample, the next one comes this soon: the first samples after a start or an
+/// outage then follow the connection closely.
+const DEPTH_RETRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Until shutdown, at once and then every [`DEPTH_SAMPLE_PERIOD`]: how many messages wait in
+/// `queue` and are parked in its dead-letter queue, into the `queue_messages_ready` and
+/// `queue_messages_parked` gauges. The services' own view of their queues, so that alerts need no
+/// metrics from the broker. While the bus cannot answer, the two series are removed rather than
+/// left at a stale value, and it asks again every [`DEPTH_RETRY_PERIOD`].
+pub(crate) fn sample_queue_depths<D>(
+    bus: D,
+    queue: String,
+    metrics: crate::MessagingMetrics,
+    shutdown: platform::Shutdown,
+) where
+    D: DeadLetters + 'static,
+{
+    let stop = shutdown.clone();
+    shutdown.spawn(async move {
+        let labels = crate::metrics::QueueLabels { queue };
+        loop {
+            let next = match bus.queue_depths(&labels.queue).await {
+                Ok((ready, parked)) => {
+                    metrics.queue_ready.get_or_create(&labels).set(i64::from(ready));
+                    metrics.queue_parked.get_or_create(&labels).set(i64::from(parked));
+                    DEPTH_SAMPLE_PERIOD
+                }
+                Err(error) => {
+                    tracing::debug!(event = "queue_depths_failed", queue = %labels.queue, error = %error, "cannot sample the queue's depths");
+                    metrics.queue_ready.remove(&labels);
+                    metrics.queue_parked.remove(&labels);
+                    DEPTH_RETRY_PERIOD
+                }
+            };
+            tokio::select! {
+                () = stop.requested() => return,
+                () = tokio::time::sleep(next) => {}
+            }
+        }
+    });
+}

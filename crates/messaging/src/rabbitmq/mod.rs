@@ -157,8 +157,14 @@ impl RabbitMq {
                 )));
             }
             state.subscriptions.push(subscription.clone());
-            state.session.clone().map(|session| consumer::start(&self.shared, &session, subscription))
+            state.session.clone().map(|session| consumer::start(&self.shared, &session, subscription.clone()))
         };
+        crate::parked::sample_queue_depths(
+            self.clone(),
+            subscription.queue,
+            self.shared.metrics.clone(),
+            self.shared.shutdown.clone(),
+        );
         if let Some(started) = started {
             // The consumer keeps trying across reconnections even if this wait ends first.
             let _ = tokio::time::timeout(self.shared.settings.publish_timeout(), started).await;
