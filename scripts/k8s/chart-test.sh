@@ -177,11 +177,14 @@ step "custom resources against their CRD schemas (KEDA, prometheus-operator)" va
 step "every rendered kind is covered by one of the two validators" all_kinds_covered "${rendered[@]}"
 step "policy: pods, service contract, autoscalers, MySQL init SQL" \
     "$VENV/python" "$HERE/check_rendered.py" default="$OUT/default.yaml" full="$OUT/full.yaml" \
-    external="$OUT/external.yaml" dev="$OUT/dev.yaml"
+    external="$OUT/external.yaml" dev="$OUT/dev.yaml" production="$OUT/production.yaml"
 step "MySQL init script on MariaDB: hostile passwords, each user reaches only its database" \
     "$VENV/python" "$HERE/check_mysql_init.py" "$HELM" "$CHART"
 step "checkov on rendered manifests (skips justified in checkov.yaml)" \
     "$VENV/checkov" --config-file "$HERE/checkov.yaml" $(printf -- '-f %s ' "${rendered[@]}")
+step "the production example's RabbitmqCluster against the Cluster Operator's CRD schema, strictly" \
+    "$VENV/python" "$HERE/check_custom_resource.py" "$HERE/schemas/rabbitmqcluster-v1beta1.json" \
+    docs/examples/production/rabbitmqcluster.yaml
 step "PromQL parses; metrics used == charts/orderflow/metrics-used.txt" \
     "$VENV/python" "$HERE/check_metrics.py" "$OUT/full.yaml"
 step "alert rules: promtool check rules, and a firing and a quiet test per alert" \

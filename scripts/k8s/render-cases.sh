@@ -21,6 +21,7 @@ CASES=(
     "full     $CHART/ci/full-values.yaml      apis"
     "external $CHART/ci/external-values.yaml  no-apis"
     "dev      $CHART/values-dev.yaml          apis"
+    "production docs/examples/production/values.yaml apis"
 )
 
 render() { # case values apis -> stdout

@@ -47,7 +47,7 @@ const RABBITMQ_DETAILED_FAMILIES: &[(&str, &[&str])] = &[
 #[test]
 fn the_chart_gives_each_service_only_configuration_it_understands() {
     let mut problems = Vec::new();
-    for case in ["default", "full", "external", "dev"] {
+    for case in ["default", "full", "external", "dev", "production"] {
         let rendered = Rendered::render(case);
         // Every Deployment of the chart itself (the datastore subcharts label theirs with their
         // own name) is a service the contract tests run.
@@ -130,6 +130,12 @@ async fn dev_values_deployments_serve_what_the_chart_declares() {
 #[tokio::test]
 async fn external_datastore_deployments_serve_what_the_chart_declares() {
     deployments_serve_what_the_chart_declares("external").await;
+}
+
+/// docs/examples/production/values.yaml: external datastores and a clustered broker.
+#[tokio::test]
+async fn production_example_deployments_serve_what_the_chart_declares() {
+    deployments_serve_what_the_chart_declares("production").await;
 }
 
 async fn deployments_serve_what_the_chart_declares(case: &str) {
