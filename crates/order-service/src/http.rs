@@ -50,9 +50,16 @@ fn store_error(error: StoreError) -> ApiError {
             "the order was still being stored when time ran out and may or may not exist; retry with the same \
              Idempotency-Key to get its outcome",
         ),
-        StoreError::IdempotencyConflict => {
-            ApiError::conflict("Idempotency-Key was already used with a different request")
-        }
+        StoreError::IdempotencyKeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request; use a new key for a new order",
+        ),
+        StoreError::IdempotencyKeyInProgress => ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_progress",
+            "a request with this Idempotency-Key is still being processed; retry once it has completed",
+        ),
         other => {
             tracing::error!(event = "database_error", error = %other, "database error");
             ApiError::internal()

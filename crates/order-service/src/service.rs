@@ -1,6 +1,10 @@
 //! The use cases of order-service, independent of HTTP and of the concrete backends.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -26,6 +30,28 @@ pub struct OrderService {
     write_timeout: Duration,
     outbox: OutboxHandoff,
     metrics: OrderMetrics,
+    /// Idempotency keys whose create is under way in this process.
+    keys_in_progress: Arc<Mutex<HashSet<String>>>,
+}
+
+/// An idempotency key held as in progress until this is dropped.
+struct KeyInProgress {
+    keys: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl KeyInProgress {
+    /// Marks `key` in progress, unless it already is.
+    fn take(keys: &Arc<Mutex<HashSet<String>>>, key: &str) -> Option<KeyInProgress> {
+        let mut held = keys.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(key.to_owned()).then(|| KeyInProgress { keys: keys.clone(), key: key.to_owned() })
+    }
+}
+
+impl Drop for KeyInProgress {
+    fn drop(&mut self) {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
 }
 
 impl OrderService {
@@ -37,7 +63,15 @@ impl OrderService {
         outbox: OutboxHandoff,
         metrics: OrderMetrics,
     ) -> Self {
-        OrderService { store, cache, cache_ttl, write_timeout, outbox, metrics }
+        OrderService {
+            store,
+            cache,
+            cache_ttl,
+            write_timeout,
+            outbox,
+            metrics,
+            keys_in_progress: Arc::default(),
+        }
     }
 
     /// Accepts an order: once this returns `Ok`, the order and its `OrderCreated` event are
@@ -50,6 +84,15 @@ impl OrderService {
         idempotency_key: Option<String>,
     ) -> Result<Created, StoreError> {
         let started = std::time::Instant::now();
+        // A repeat of a request this process is still storing is refused, as the Idempotency-Key
+        // draft asks; one that another replica is storing waits for it and gets its answer.
+        let in_progress = match &idempotency_key {
+            Some(key) => Some(
+                KeyInProgress::take(&self.keys_in_progress, key)
+                    .ok_or(StoreError::IdempotencyKeyInProgress)?,
+            ),
+            None => None,
+        };
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         let idempotency = idempotency_key.map(|key| IdempotencyClaim { key, fingerprint: new.fingerprint() });
         let order = Order::accept(new);
@@ -70,6 +113,9 @@ impl OrderService {
                     service.metrics.create_duration.observe(started.elapsed().as_secs_f64());
                     tracing::info!(event = "order_created", order_id = %order.id, customer_id = %order.customer_id, "order created");
                 }
+                // Held until the outcome is settled, also when the caller stopped waiting; let go
+                // before answering, so that a repeat sent on the answer finds the stored order.
+                drop(in_progress);
                 let _ = outcome.send(created);
             }
             .in_current_span(),

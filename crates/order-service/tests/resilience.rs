@@ -83,6 +83,43 @@ async fn an_order_committed_after_its_client_hung_up_is_published_at_once() {
     app.cleanup().await;
 }
 
+/// The Idempotency-Key draft's three outcomes: a repeat while the first request is still being
+/// stored is refused with 409, a repeat after it returns the original, and the key with another
+/// body is refused with 422.
+#[tokio::test]
+async fn a_repeat_while_the_first_is_in_progress_is_refused_then_replayed() {
+    let app = TestApp::spawn().await;
+    let post = |body: Value| {
+        app.client.post(app.url("/orders")).header("idempotency-key", "key-held").json(&body).send()
+    };
+    // Hold the write back: the first request stays in progress.
+    let database_url = app.settings.database.url.clone().unwrap();
+    let mut blocker = MySqlConnection::connect(&database_url).await.unwrap();
+    sqlx::query("LOCK TABLES orders WRITE").execute(&mut blocker).await.unwrap();
+    let first = tokio::spawn(post(order_body("held", "7.00")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for body in [order_body("held", "7.00"), order_body("held", "8.00")] {
+        let repeat = post(body).await.unwrap();
+        assert_eq!(repeat.status(), 409, "in progress");
+        assert_eq!(repeat.json::<Value>().await.unwrap()["error"], "idempotency_key_in_progress");
+    }
+    sqlx::query("UNLOCK TABLES").execute(&mut blocker).await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    let again = post(order_body("held", "7.00")).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let other = post(order_body("held", "8.00")).await.unwrap();
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.json::<Value>().await.unwrap()["error"], "idempotency_key_reused");
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn reads_fall_back_to_the_database_when_redis_is_down() {
     let redis = FaultProxy::start(host_port(&test_support::redis_url(), 6379)).await.unwrap();

@@ -67,8 +67,12 @@ pub enum StoreError {
     /// The write had begun when its deadline passed: it may or may not commit.
     #[error("the write was still in progress at its deadline")]
     OutcomeUnknown,
+    /// The key was used before for a request with another body.
     #[error("the idempotency key was used for a different request")]
-    IdempotencyConflict,
+    IdempotencyKeyReused,
+    /// A request with this key is still being stored by this process.
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyKeyInProgress,
     #[error("stored order is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

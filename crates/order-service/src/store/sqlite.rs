@@ -100,7 +100,7 @@ fn replay(claim: &IdempotencyClaim, order: &Order, fingerprint: &[u8; 32]) -> Re
     if &claim.fingerprint == fingerprint {
         Ok(Created::Existing(order.clone()))
     } else {
-        Err(StoreError::IdempotencyConflict)
+        Err(StoreError::IdempotencyKeyReused)
     }
 }
 
