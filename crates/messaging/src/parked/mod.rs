@@ -87,37 +87,6 @@ pub trait DeadLetters: Send + Sync {
     async fn discard_parked(&self, queue: &str, selection: &Selection) -> Result<usize, Self::Error>;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parked(id: &str, reason: &str) -> ParkedMessage {
-        ParkedMessage {
-            message_id: Some(id.into()),
-            event_type: None,
-            routing_key: "order.created".into(),
-            reason: Some(reason.into()),
-            headers: BTreeMap::new(),
-            payload: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_selection_matches_every_filter_it_has() {
-        let message = parked("a", "webhook answered 410 Gone");
-        assert!(Selection::all().matches(&message));
-        assert!(Selection::ids(["a".to_owned(), "b".to_owned()]).matches(&message));
-        assert!(!Selection::ids(["b".to_owned()]).matches(&message));
-        let by_reason = |reason: &str| Selection { reason: Some(reason.into()), ..Selection::all() };
-        assert!(by_reason("410").matches(&message));
-        assert!(!by_reason("timeout").matches(&message));
-        let both = Selection { ids: vec!["a".into()], reason: Some("timeout".into()), limit: 1 };
-        assert!(!both.matches(&message), "both filters must match");
-        let anonymous = ParkedMessage { message_id: None, ..message };
-        assert!(!Selection::ids(["a".to_owned()]).matches(&anonymous));
-    }
-}
-
 /// How often [`sample_queue_depths`] asks the bus.
 pub const DEPTH_SAMPLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -161,4 +130,35 @@ pub(crate) fn sample_queue_depths<D>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parked(id: &str, reason: &str) -> ParkedMessage {
+        ParkedMessage {
+            message_id: Some(id.into()),
+            event_type: None,
+            routing_key: "order.created".into(),
+            reason: Some(reason.into()),
+            headers: BTreeMap::new(),
+            payload: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_selection_matches_every_filter_it_has() {
+        let message = parked("a", "webhook answered 410 Gone");
+        assert!(Selection::all().matches(&message));
+        assert!(Selection::ids(["a".to_owned(), "b".to_owned()]).matches(&message));
+        assert!(!Selection::ids(["b".to_owned()]).matches(&message));
+        let by_reason = |reason: &str| Selection { reason: Some(reason.into()), ..Selection::all() };
+        assert!(by_reason("410").matches(&message));
+        assert!(!by_reason("timeout").matches(&message));
+        let both = Selection { ids: vec!["a".into()], reason: Some("timeout".into()), limit: 1 };
+        assert!(!both.matches(&message), "both filters must match");
+        let anonymous = ParkedMessage { message_id: None, ..message };
+        assert!(!Selection::ids(["a".to_owned()]).matches(&anonymous));
+    }
 }
