@@ -57,6 +57,10 @@ soak: servers ## Release binaries at ~70% of measured capacity for 10 minutes (S
 	$(CARGO) build --release --workspace --bins
 	$${CARGO_TARGET_DIR:-target}/release/bench soak
 
+.PHONY: openapi
+openapi: ## Regenerate docs/openapi/*.json, the APIs' committed OpenAPI documents, from the code (review the diff: it is the API contract)
+	OPENAPI_WRITE=1 $(CARGO) nextest run -p order-service -p analytics-service --lib the_committed_openapi_document
+
 .PHONY: scale-out-test
 scale-out-test: servers ## Two release replicas of each service on a fresh three-node RabbitMQ 4 cluster (AMQP :5681-5683) through node stops and SIGKILLs; must end exact; prints the failover times
 	$(CARGO) build --release --workspace --bins

@@ -105,6 +105,8 @@ step "skaffold.yaml against the skaffold/v4beta14 schema" \
     "$VENV/check-jsonschema" --schemafile "$HERE/schemas/skaffold-v4beta14.json" skaffold.yaml
 step "kind-config.yaml against the kind v1alpha4 schema" \
     "$VENV/check-jsonschema" --schemafile "$HERE/schemas/kind-v1alpha4.schema.json" kind-config.yaml
+step "the APIs' OpenAPI documents (docs/openapi/) are valid OpenAPI 3.1" \
+    "$VENV/openapi-spec-validator" docs/openapi/order-service.json docs/openapi/analytics-service.json
 step "grafana dashboards: ids, grid, variables, datasource variable everywhere" \
     "$VENV/python" "$HERE/check_dashboards.py" "$CHART"/dashboards/*.json
 

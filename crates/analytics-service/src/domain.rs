@@ -34,13 +34,17 @@ impl From<&Envelope<OrderCreated>> for OrderFact {
     }
 }
 
-/// `GET /analytics/summary`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `GET /analytics/summary`: every order counted so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"total_orders": 2, "total_revenue": 199.98, "average_order_value": 99.99,
+    "total_quantity": 4, "last_updated": "2026-11-30T12:00:01.5Z"}))]
 pub struct Summary {
     pub total_orders: i64,
     pub total_revenue: Money,
+    /// `total_revenue / total_orders` to the cent, halves rounded away from zero; 0 without orders.
     pub average_order_value: Money,
     pub total_quantity: i64,
+    /// When the last counted order was counted; `null` before the first.
     pub last_updated: Option<DateTime<Utc>>,
 }
 
@@ -71,7 +75,8 @@ pub fn average(revenue_minor: i64, orders: i64) -> Money {
     Money::from_minor(rounded as i64)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One product's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProductTotal {
     pub product_id: String,
     pub orders: i64,
@@ -79,7 +84,8 @@ pub struct ProductTotal {
     pub revenue: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One customer's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CustomerTotal {
     pub customer_id: String,
     pub total_orders: i64,
@@ -90,7 +96,8 @@ pub struct CustomerTotal {
     pub last_order_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The orders of one hour or day, by the time they were created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Bucket {
     pub bucket_start: DateTime<Utc>,
     pub orders: i64,

@@ -7,14 +7,14 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use platform::ApiError;
+use platform::{ApiError, http::ErrorBody};
 use serde::Serialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    domain::{Bucket, CustomerTotal, Interval, ProductTotal, Ranking},
+    domain::{Bucket, CustomerTotal, Interval, ProductTotal, Ranking, Summary},
     service::AnalyticsService,
     store::StoreError,
 };
@@ -24,13 +24,35 @@ pub const MAX_TOP: u32 = 100;
 /// Longest time series answered at once, in buckets.
 pub const MAX_BUCKETS: i64 = 1000;
 
+/// The API's routes, with `GET /openapi.json` describing them.
 pub fn router(service: AnalyticsService) -> Router {
-    Router::new()
-        .route("/analytics/summary", get(summary))
-        .route("/analytics/products/top", get(top_products))
-        .route("/analytics/customers/{customer_id}", get(customer))
-        .route("/analytics/timeseries", get(timeseries))
-        .with_state(service)
+    platform::http::documented_router(api(), service)
+}
+
+/// The OpenAPI document of analytics-service: every route, generated from the handlers below.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    platform::http::openapi_document(api().split_for_parts().1)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "analytics-service",
+        description = "Figures over every order counted from the order events, each exactly once. Every error \
+            answer has the body `{\"error\", \"message\", \"details\"}` (schema `Error`).",
+    ),
+    tags(
+        (name = "analytics", description = "Summary, top products, customers, time series"),
+    ),
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<AnalyticsService> {
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(summary))
+        .routes(routes!(top_products))
+        .routes(routes!(customer))
+        .routes(routes!(timeseries))
 }
 
 /// The single place where store failures become HTTP answers.
@@ -54,17 +76,40 @@ fn only(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiErr
     }
 }
 
+/// Summary of every order counted
+#[utoipa::path(get, path = "/analytics/summary", tag = "analytics", responses(
+    (status = 200, description = "The summary (cached for a few seconds; refreshed as orders are counted)", body = Summary),
+    (status = 503, description = "The analytics database is unavailable",
+        body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+))]
 async fn summary(State(service): State<AnalyticsService>) -> Result<Response, ApiError> {
     let body = service.summary_json().await.map_err(store_error)?;
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
-#[derive(Serialize)]
+/// The top products.
+#[derive(Serialize, utoipa::ToSchema)]
 struct TopProducts {
+    /// The ranking asked for: `revenue` or `quantity`.
+    #[schema(value_type = String, example = "revenue")]
     by: &'static str,
     products: Vec<ProductTotal>,
 }
 
+/// Top products
+#[utoipa::path(get, path = "/analytics/products/top", tag = "analytics",
+    params(
+        ("by" = Option<String>, Query, nullable = false, description = "Rank by `revenue` (default) or `quantity`",
+            pattern = "^(revenue|quantity)$"),
+        ("limit" = Option<u32>, Query, nullable = false, description = "How many (default 10)", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "The top products, best first", body = TopProducts),
+        (status = 400, description = "An unknown or invalid query parameter (`details.field` names it)", body = ErrorBody),
+        (status = 503, description = "The analytics database is unavailable",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+    ),
+)]
 async fn top_products(
     State(service): State<AnalyticsService>,
     Query(params): Query<HashMap<String, String>>,
@@ -85,6 +130,16 @@ async fn top_products(
     Ok(Json(TopProducts { by, products }))
 }
 
+/// One customer's totals
+#[utoipa::path(get, path = "/analytics/customers/{customer_id}", tag = "analytics",
+    params(("customer_id" = String, Path, description = "The customer's id, as in its orders", example = "customer-123")),
+    responses(
+        (status = 200, description = "The customer's totals", body = CustomerTotal),
+        (status = 404, description = "No order of this customer was counted", body = ErrorBody),
+        (status = 503, description = "The analytics database is unavailable",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+    ),
+)]
 async fn customer(
     State(service): State<AnalyticsService>,
     Path(customer_id): Path<String>,
@@ -96,15 +151,38 @@ async fn customer(
     service.store().customer(customer_id.trim()).await.map_err(store_error)?.map(Json).ok_or_else(not_found)
 }
 
-#[derive(Serialize)]
+/// Orders and revenue per hour or day.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Series {
+    /// `hour` or `day`.
+    #[schema(value_type = String, example = "hour")]
     interval: &'static str,
+    /// Start of the first bucket (inclusive).
     from: DateTime<Utc>,
+    /// End of the last bucket (exclusive).
     to: DateTime<Utc>,
     /// Only buckets with orders; a missing bucket had none.
     buckets: Vec<Bucket>,
 }
 
+/// Time series
+#[utoipa::path(get, path = "/analytics/timeseries", tag = "analytics",
+    params(
+        ("interval" = Option<String>, Query, nullable = false, description = "`hour` (default) or `day`",
+            pattern = "^(hour|day)$"),
+        ("from" = Option<DateTime<Utc>>, Query, nullable = false,
+            description = "RFC 3339 time, rounded down to its bucket; default: 24 hours (or 30 days) before `to`"),
+        ("to" = Option<DateTime<Utc>>, Query, nullable = false,
+            description = "RFC 3339 time, rounded up to a bucket's end; default: now"),
+    ),
+    responses(
+        (status = 200, description = "The buckets from `from` to `to` that have orders (at most 1000 buckets)", body = Series),
+        (status = 400, description = "An unknown or invalid query parameter, `from` not before `to`, or more than 1000 buckets (`details.field` names the parameter)",
+            body = ErrorBody),
+        (status = 503, description = "The analytics database is unavailable",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+    ),
+)]
 async fn timeseries(
     State(service): State<AnalyticsService>,
     Query(params): Query<HashMap<String, String>>,
@@ -140,4 +218,13 @@ async fn timeseries(
     }
     let buckets = service.store().series(interval, from, to).await.map_err(store_error)?;
     Ok(Json(Series { interval: name, from, to, buckets }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_openapi_document_is_the_generated_one() {
+        let document = super::openapi().to_pretty_json().unwrap();
+        test_support::assert_committed_openapi("analytics-service", &document);
+    }
 }

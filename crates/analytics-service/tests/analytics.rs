@@ -15,7 +15,33 @@ on_both_backends!(
     a_redelivered_event_is_counted_once,
     bad_messages_are_parked_and_never_block_the_queue,
     the_summary_is_never_stale_after_a_commit,
+    the_service_serves_its_openapi_document,
 );
+
+async fn the_service_serves_its_openapi_document(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let served: serde_json::Value = response.json().await.unwrap();
+    let generated: serde_json::Value =
+        serde_json::from_str(&analytics_service::http::openapi().to_json().unwrap()).unwrap();
+    assert_eq!(served, generated);
+    let paths: Vec<&String> = served["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        paths,
+        [
+            "/analytics/customers/{customer_id}",
+            "/analytics/products/top",
+            "/analytics/summary",
+            "/analytics/timeseries",
+            "/livez",
+            "/metrics",
+            "/readyz"
+        ]
+    );
+    app.cleanup().await;
+}
 
 async fn counts_orders_exactly_and_serves_every_read_model(backend: Backend) {
     let mut app = TestApp::start(backend).await;

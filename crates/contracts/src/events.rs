@@ -59,7 +59,7 @@ pub struct OrderProcessed {
 }
 
 /// Lifecycle of an order: `created` on acceptance, `processed` once analytics has counted it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Created,

@@ -111,6 +111,24 @@ impl fmt::Display for Money {
     }
 }
 
+/// In the APIs' OpenAPI documents: a JSON number with at most two decimal places, written exactly.
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Number))
+            .multiple_of(Some(0.01))
+            .description(Some(
+                "An exact decimal amount with at most 2 decimal places, written as a JSON number (99.99); \
+                 requests may also give it as a string (\"99.99\").",
+            ))
+            .examples([serde_json::json!(99.99)])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let number = RawValue::from_string(self.to_string()).map_err(serde::ser::Error::custom)?;

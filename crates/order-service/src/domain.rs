@@ -15,12 +15,43 @@ pub const MAX_TOTAL: Money = limits::MAX_TOTAL;
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
 
 /// `POST /orders` body, as sent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"customer_id": "customer-123", "product_id": "product-456", "quantity": 2, "total_amount": 99.99}))]
 pub struct CreateOrderRequest {
+    /// Who orders: at least one character other than white space (which is trimmed), no control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub customer_id: String,
+    /// What is ordered, as `customer_id`.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub product_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
+    /// The order's total, more than 0 and at most 100000000.
+    #[schema(schema_with = order_total_schema)]
     pub total_amount: Money,
+}
+
+fn order_total_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Number))
+        .multiple_of(Some(0.01))
+        .exclusive_minimum(Some(0))
+        .maximum(Some(MAX_TOTAL.minor() / 100))
+        .description(Some(
+            "An exact decimal amount with at most 2 decimal places, written as a JSON number (99.99) or a \
+             string (\"99.99\").",
+        ))
+        .build()
 }
 
 /// A request that passed validation.
@@ -111,7 +142,12 @@ pub fn parse_idempotency_key(value: &[u8]) -> Result<String, ValidationError> {
 }
 
 /// An accepted order, as stored and as answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": "0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f", "customer_id": "customer-123", "product_id": "product-456",
+    "quantity": 2, "total_amount": 99.99, "status": "created",
+    "created_at": "2026-11-30T12:00:00.123456Z", "updated_at": "2026-11-30T12:00:00.123456Z"
+}))]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: String,

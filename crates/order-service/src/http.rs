@@ -7,10 +7,10 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
-use platform::{ApiError, JsonBody};
+use platform::{ApiError, JsonBody, http::ErrorBody};
 use serde::Serialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -22,11 +22,33 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
+/// The API's routes, with `GET /openapi.json` describing them.
 pub fn router(service: OrderService) -> Router {
-    Router::new()
-        .route("/orders", post(create_order).get(list_orders))
-        .route("/orders/{id}", get(get_order))
-        .with_state(service)
+    platform::http::documented_router(api(), service)
+}
+
+/// The OpenAPI document of order-service: every route, generated from the handlers below.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    platform::http::openapi_document(api().split_for_parts().1)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "order-service",
+        description = "Accepts orders and answers for them. Every error answer has the body \
+            `{\"error\", \"message\", \"details\"}` (schema `Error`).",
+    ),
+    tags(
+        (name = "orders", description = "Orders: create, read, list"),
+    ),
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<OrderService> {
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(create_order, list_orders))
+        .routes(routes!(get_order))
 }
 
 fn validation(error: ValidationError) -> ApiError {
@@ -67,6 +89,42 @@ fn store_error(error: StoreError) -> ApiError {
     }
 }
 
+/// Create an order
+///
+/// Stores the order and its `OrderCreated` event in one transaction: once answered `201`, the
+/// order is durable and its event will be published. With an `Idempotency-Key`, a repeat of the
+/// request returns the first answer instead of creating a second order.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 visible ASCII characters. The same key with the same body returns the order \
+                first created (`Idempotent-Replayed: true`); with another body, `422`; while the first request \
+                is still being stored by the same replica, `409`. Keys are remembered for 24 hours.",
+            nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            example = "9f1c2e7a-order-1"),
+    ),
+    request_body(content = CreateOrderRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created, or replayed: the order first created with this `Idempotency-Key`",
+            body = Order,
+            headers(
+                ("Location" = String, description = "`/orders/{id}` of the order"),
+                ("Idempotent-Replayed" = String, description = "`true` when the order was created by an earlier request with the same key"),
+            )),
+        (status = 400, description = "Malformed JSON or an invalid field (`details.field` names it); nothing was stored", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still being stored; retry once it has completed", body = ErrorBody),
+        (status = 413, description = "The body is larger than the limit (64 KiB by default)", body = ErrorBody),
+        (status = 415, description = "`Content-Type` is not JSON", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used before with a different body", body = ErrorBody),
+        (status = 503, description = "The database is unavailable or too many writes are waiting; nothing was stored, retrying is safe",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+        (status = 504, description = "The write was still under way when time ran out: the order may or may not exist; retry with the same `Idempotency-Key` to learn which",
+            body = ErrorBody),
+    ),
+)]
 async fn create_order(
     State(service): State<OrderService>,
     headers: HeaderMap,
@@ -93,6 +151,20 @@ async fn create_order(
     Ok(response)
 }
 
+/// Get an order
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order's id (a UUID); anything else is not found",
+        example = "0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No order has this id", body = ErrorBody),
+        (status = 503, description = "The database is unavailable (and the order is not cached)",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+    ),
+)]
 async fn get_order(
     State(service): State<OrderService>,
     Path(id): Path<String>,
@@ -103,13 +175,35 @@ async fn get_order(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
-#[derive(Serialize)]
+/// A page of orders, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
 struct OrderPage {
     orders: Vec<Order>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
 }
 
+/// List orders
+///
+/// Newest first, a page at a time: pass the answer's `next_cursor` as `cursor` for the next page.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    params(
+        ("customer_id" = Option<String>, Query, nullable = false, description = "Only this customer's orders",
+            example = "customer-123"),
+        ("limit" = Option<u32>, Query, nullable = false, description = "Orders per page (default 20)",
+            minimum = 1, maximum = 100),
+        ("cursor" = Option<uuid::Uuid>, Query, nullable = false, description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 400, description = "An unknown or invalid query parameter (`details.field` names it)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+    ),
+)]
 async fn list_orders(
     State(service): State<OrderService>,
     Query(params): Query<HashMap<String, String>>,
@@ -148,4 +242,13 @@ fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
         None => None,
     };
     Ok(ListQuery { customer_id, before, limit })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_openapi_document_is_the_generated_one() {
+        let document = super::openapi().to_pretty_json().unwrap();
+        test_support::assert_committed_openapi("order-service", &document);
+    }
 }

@@ -18,10 +18,25 @@ on_both_backends!(
     lists_orders_newest_first_with_a_cursor,
     an_accepted_order_is_published_as_order_created,
     an_order_processed_event_moves_the_order_to_processed,
+    the_service_serves_its_openapi_document,
 );
 
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("JSON body")
+}
+
+async fn the_service_serves_its_openapi_document(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let served = json_of(response).await;
+    let generated: Value = serde_json::from_str(&order_service::http::openapi().to_json().unwrap()).unwrap();
+    assert_eq!(served, generated);
+    assert_eq!(served["openapi"], "3.1.0");
+    let paths: Vec<&String> = served["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/livez", "/metrics", "/orders", "/orders/{id}", "/readyz"]);
+    app.cleanup().await;
 }
 
 async fn create_then_get_returns_the_same_order(backend: Backend) {

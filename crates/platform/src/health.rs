@@ -85,17 +85,26 @@ impl DependencyStatus {
 }
 
 /// What `/readyz` answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(value_type = String, example = "ready")]
     pub status: &'static str,
+    /// Each dependency by name (`database`, `redis`, `rabbitmq`, `consumer`, …).
+    #[schema(value_type = std::collections::BTreeMap<String, CheckReport>)]
     pub checks: std::collections::BTreeMap<&'static str, CheckReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckReport {
+    /// `up` or `down`.
+    #[schema(value_type = String, example = "up")]
     pub status: &'static str,
+    /// Whether readiness depends on it.
     pub critical: bool,
+    /// Why it is down, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
 }
 

@@ -15,7 +15,6 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -37,8 +36,10 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{
-    health::Health,
+    health::{Health, Readiness},
     metrics::{self, HttpLabels, HttpMetrics},
     settings::{HttpSettings, ShutdownSettings},
     shutdown::Shutdown,
@@ -56,11 +57,19 @@ pub struct ApiError {
     pub details: Value,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    details: &'a Value,
+/// The body of every error answer (named `Error` in the OpenAPI documents).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// A stable code for programs: `invalid_request`, `not_found`, `service_unavailable`, …
+    #[schema(example = "invalid_request")]
+    error: &'static str,
+    /// What went wrong, for people.
+    #[schema(example = "quantity must be at least 1")]
+    message: String,
+    /// More about it: `{"field": "<name>"}` for an invalid field, else `{}`.
+    #[schema(value_type = Object, example = json!({"field": "quantity"}))]
+    details: Value,
 }
 
 impl ApiError {
@@ -123,9 +132,10 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.error, message: &self.message, details: &self.details };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let status = self.status;
+        let body = ErrorBody { error: self.error, message: self.message, details: self.details };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -200,18 +210,76 @@ fn missing_field(message: &str) -> Option<String> {
 
 /// `/livez`, `/readyz` and `/metrics`.
 pub fn ops_router(health: Health, registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { Json(json!({ "status": "alive" })) }))
-        .route("/readyz", get(readyz).with_state(health))
-        .route("/metrics", get(metrics_text).with_state(registry))
+    ops(health, registry).split_for_parts().0
 }
 
+/// A service's API routes on `state`, with `GET /openapi.json` describing them and the operational
+/// paths.
+pub fn documented_router<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>, state: S) -> Router {
+    let (router, document) = api.split_for_parts();
+    router.with_state(state).merge(openapi_router(&openapi_document(document)))
+}
+
+/// A service's whole OpenAPI document: its API (`api`) and the operational paths.
+pub fn openapi_document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{LicenseBuilder, tag::TagBuilder};
+    api.merge(ops_openapi());
+    api.info.license = Some(LicenseBuilder::new().name("MIT").identifier(Some("MIT")).build());
+    api.tags.get_or_insert_with(Vec::new).push(
+        TagBuilder::new()
+            .name("operations")
+            .description(Some("Liveness, readiness and metrics, for probes and Prometheus"))
+            .build(),
+    );
+    api
+}
+
+/// `GET /openapi.json`: `document`, serialized once.
+pub fn openapi_router(document: &utoipa::openapi::OpenApi) -> Router {
+    let body = Bytes::from(document.to_pretty_json().expect("an OpenAPI document serializes"));
+    Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || async move {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+        }),
+    )
+}
+
+/// The OpenAPI paths of [`ops_router`], for each service's document.
+pub fn ops_openapi() -> utoipa::openapi::OpenApi {
+    let mut registry = Registry::default();
+    ops(Health::new(&mut registry), Arc::new(registry)).split_for_parts().1
+}
+
+fn ops(health: Health, registry: Arc<Registry>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(livez))
+        .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(health))
+        .merge(OpenApiRouter::new().routes(routes!(metrics_text)).with_state(registry))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = Object, example = json!({"status": "alive"}))))]
+async fn livez() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+/// Readiness: every critical dependency is reachable.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready: every critical dependency answers", body = Readiness),
+    (status = 503, description = "Not ready: a critical dependency is down (`checks` says which)", body = Readiness),
+))]
 async fn readyz(State(health): State<Health>) -> Response {
     let readiness = health.readiness().await;
     let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()
 }
 
+/// Prometheus metrics, in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Every metric of the service", body = String, content_type = "application/openmetrics-text"),
+))]
 async fn metrics_text(State(registry): State<Arc<Registry>>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&registry)).into_response()
 }

@@ -208,3 +208,27 @@ pub fn metric_sum(metrics: &str, name: &str, label: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Checks that `document` (an API's OpenAPI document as generated from its code) is the one
+/// committed as `docs/openapi/<name>.json`, the contract reviewers see change. With
+/// `OPENAPI_WRITE=1` (`make openapi`) it writes the file instead.
+pub fn assert_committed_openapi(name: &str, document: &str) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/openapi/{name}.json"));
+    let document = format!("{}\n", document.trim_end());
+    if std::env::var_os("OPENAPI_WRITE").is_some() {
+        std::fs::create_dir_all(path.parent().expect("docs/openapi")).expect("create docs/openapi");
+        std::fs::write(&path, &document).expect("write the OpenAPI document");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != document {
+        let line = committed.lines().zip(document.lines()).position(|(a, b)| a != b);
+        panic!(
+            "{} differs from what the code generates (first difference at line {}): review the change and \
+             run `make openapi`",
+            path.display(),
+            line.map_or_else(|| "the end".to_owned(), |line| (line + 1).to_string())
+        );
+    }
+}
