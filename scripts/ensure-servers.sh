@@ -8,7 +8,8 @@ set -euo pipefail
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Debian packages the tests use: bubblewrap runs the services as their pods would (user,
-# read-only root) in the chart contract tests; prometheus brings promtool for the alert rules.
+# read-only root) in the chart contract tests; prometheus brings promtool for the alert rules;
+# chromium opens the APIs' /docs pages headless.
 install_package() { # command package
   command -v "$1" >/dev/null && return
   echo "installing $2"
@@ -17,6 +18,7 @@ install_package() { # command package
 }
 install_package bwrap bubblewrap
 install_package promtool prometheus
+install_package chromium chromium
 
 wait_for() {
   local name=$1 port=$2

@@ -2,7 +2,7 @@
 //! accepted before a crash (`kill -9`) are each processed exactly once after the restart.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -218,4 +218,51 @@ async fn orders_accepted_before_a_crash_are_each_processed_once_after_the_restar
     let names: Vec<&str> = queues.as_array().unwrap().iter().map(|q| q["queue"].as_str().unwrap()).collect();
     assert_eq!(names, ["analytics.orders", "notifications.orders", "orders.processed"]);
     assert!(queues.as_array().unwrap().iter().all(|q| q["parked"] == 0), "{queues}");
+}
+
+/// Debian's `chromium`, if it is on the PATH.
+fn chromium() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("chromium"))
+        .find(|path| path.is_file())
+}
+
+/// The interactive API pages work with no internet access: a real browser (Debian's headless
+/// Chromium, an empty profile, background networking off) opens each API's `/docs/` as the
+/// `orderflow` binary of `make run` serves it, and Swagger UI lists every path of the service's
+/// OpenAPI document, which it could only do by loading its scripts and the document from the
+/// service.
+#[tokio::test]
+async fn the_docs_pages_list_every_operation_in_a_headless_browser() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED: no `chromium` on the PATH (Debian package chromium, installed by `make servers`)"
+        );
+        return;
+    };
+    let data = DataDir::new();
+    let process = Process::start(&data.0).await;
+    let client = reqwest::Client::new();
+    for service in ["order-service", "analytics-service"] {
+        let document = json_of(client.get(process.url(service, "/openapi.json")).send().await.unwrap()).await;
+        let paths: BTreeSet<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
+        let profile = DataDir::new();
+        let browser = Command::new(&chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .args(["--virtual-time-budget=15000", "--dump-dom"])
+            .arg(process.url(service, "/docs/"))
+            .kill_on_drop(true)
+            .output();
+        let output =
+            tokio::time::timeout(Duration::from_secs(60), browser).await.expect("chromium in time").unwrap();
+        let dom = String::from_utf8_lossy(&output.stdout);
+        let listed: BTreeSet<String> = dom
+            .split("data-path=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(listed, paths, "{service}: the paths Swagger UI lists at /docs/");
+    }
 }

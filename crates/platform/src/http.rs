@@ -213,11 +213,13 @@ pub fn ops_router(health: Health, registry: Arc<Registry>) -> Router {
     ops(health, registry).split_for_parts().0
 }
 
-/// A service's API routes on `state`, with `GET /openapi.json` describing them and the operational
-/// paths.
+/// A service's API routes on `state`, with `GET /openapi.json` describing them (and the
+/// operational paths) and `GET /docs/`, an interactive page over that document whose every asset
+/// the service serves itself (Swagger UI, bundled at build time).
 pub fn documented_router<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>, state: S) -> Router {
     let (router, document) = api.split_for_parts();
-    router.with_state(state).merge(openapi_router(&openapi_document(document)))
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi_document(document));
+    router.with_state(state).merge(docs)
 }
 
 /// A service's whole OpenAPI document: its API (`api`) and the operational paths.
@@ -232,17 +234,6 @@ pub fn openapi_document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::O
             .build(),
     );
     api
-}
-
-/// `GET /openapi.json`: `document`, serialized once.
-pub fn openapi_router(document: &utoipa::openapi::OpenApi) -> Router {
-    let body = Bytes::from(document.to_pretty_json().expect("an OpenAPI document serializes"));
-    Router::new().route(
-        "/openapi.json",
-        axum::routing::get(move || async move {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-        }),
-    )
 }
 
 /// The OpenAPI paths of [`ops_router`], for each service's document.

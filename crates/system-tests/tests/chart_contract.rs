@@ -154,6 +154,7 @@ async fn deployments_serve_what_the_chart_declares(case: &str) {
         );
         let port = check_port(&system, &deployment);
         check_probes(&system, &deployment, port).await;
+        check_api_documents(&system, &deployment, port).await;
         check_service(&deployment, port);
         let monitors = deployment.service_monitors();
         assert_eq!(
@@ -215,6 +216,25 @@ async fn check_probes(system: &ChartSystem, deployment: &ServiceDeployment<'_>, 
         let path = get["path"].as_str().expect("probe path");
         wait_for_200(&system.client, &system.url(binary, port, path), QUIET).await;
     }
+}
+
+/// The two APIs describe themselves on their port: `/openapi.json` and the `/docs/` page.
+async fn check_api_documents(system: &ChartSystem, deployment: &ServiceDeployment<'_>, port: u16) {
+    let binary = deployment.binary;
+    if binary == "notification-worker" {
+        return;
+    }
+    let document =
+        system.client.get(system.url(binary, port, "/openapi.json")).send().await.expect("GET /openapi.json");
+    assert_eq!(document.status(), 200, "{binary}: /openapi.json");
+    let document: serde_json::Value = document.json().await.expect("an OpenAPI document");
+    assert_eq!(document["openapi"], "3.1.0", "{binary}: /openapi.json");
+    let page = system.client.get(system.url(binary, port, "/docs/")).send().await.expect("GET /docs/");
+    assert_eq!(page.status(), 200, "{binary}: /docs/");
+    assert!(
+        page.text().await.unwrap().contains("swagger-ui-bundle.js"),
+        "{binary}: /docs/ is the Swagger UI page"
+    );
 }
 
 /// Exactly one Service selects the pods, and each of its ports targets the listening port.
