@@ -22,6 +22,7 @@ servers: ## Start the local MariaDB, Redis and RabbitMQ if they are not running,
 .PHONY: test
 test: servers ## Run every test: the Rust suites against the real servers (RabbitMQ 4; the messaging suite also on RabbitMQ 3), the offline chart checks, the release-binary linkage check, the dashboards and alerts on a live Prometheus, replicas on a three-node broker
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(MAKE) api-fuzz
 	@echo "messaging suite against RabbitMQ 3 (:5672)"
 	TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f $(CARGO) nextest run -p messaging --test rabbitmq --no-fail-fast
 	$(MAKE) chart-test
@@ -56,6 +57,11 @@ bench: servers ## Whole-system CPU per order and per cached read, rates and time
 soak: servers ## Release binaries at ~70% of measured capacity for 10 minutes (SOAK_MINUTES, SOAK_RATE, SOAK_LOAD, SOAK_RETENTION_MINUTES); a line a minute
 	$(CARGO) build --release --workspace --bins
 	$${CARGO_TARGET_DIR:-target}/release/bench soak
+
+.PHONY: api-fuzz
+api-fuzz: ## Fuzz both APIs from their OpenAPI documents (schemathesis, fixed seed, API_FUZZ_EXAMPLES per operation) on the embedded system: no 5xx, every response as documented
+	$(CARGO) build -p orderflow
+	scripts/api-fuzz.sh $${CARGO_TARGET_DIR:-target}/debug/orderflow
 
 .PHONY: openapi
 openapi: ## Regenerate docs/openapi/*.json, the APIs' committed OpenAPI documents, from the code (review the diff: it is the API contract)

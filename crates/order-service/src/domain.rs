@@ -33,7 +33,9 @@ pub struct CreateOrderRequest {
         pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
     )]
     pub product_id: String,
+    /// A whole number: `2` or `2.0` (JSON Schema's integer), not `2.5` or `"2"`.
     #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "whole_number")]
     pub quantity: i64,
     /// The order's total, more than 0 and at most 100000000.
     #[schema(schema_with = order_total_schema)]
@@ -52,6 +54,19 @@ fn order_total_schema() -> utoipa::openapi::schema::Object {
              string (\"99.99\").",
         ))
         .build()
+}
+
+/// A JSON number without a fractional part, as JSON Schema's `integer` has it (`2.0` is `2`).
+/// Values beyond `i64` saturate, so that the range check names them.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_i64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        Some(value) if value.fract() == 0.0 => Ok(value as i64),
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number"))),
+    }
 }
 
 /// A request that passed validation.

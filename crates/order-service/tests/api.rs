@@ -19,10 +19,26 @@ on_both_backends!(
     an_accepted_order_is_published_as_order_created,
     an_order_processed_event_moves_the_order_to_processed,
     the_service_serves_its_openapi_document,
+    a_quantity_is_any_whole_json_number,
 );
 
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("JSON body")
+}
+
+/// `2.0` is the integer 2 to JSON Schema, so the API takes it as such; `2.5` and `"2"` stay
+/// refused (see `bad_input_gets_a_clear_error_and_changes_nothing`).
+async fn a_quantity_is_any_whole_json_number(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let body = json!({"customer_id": "c", "product_id": "p", "quantity": 2.0, "total_amount": 1});
+    let response = app.post_order(&body).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(json_of(response).await["quantity"], 2);
+    let huge = json!({"customer_id": "c", "product_id": "p", "quantity": 1e30, "total_amount": 1});
+    let response = app.post_order(&huge).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(json_of(response).await["details"]["field"], "quantity");
+    app.cleanup().await;
 }
 
 async fn the_service_serves_its_openapi_document(backend: Backend) {
