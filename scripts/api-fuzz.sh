@@ -52,6 +52,18 @@ for service in order-service analytics-service; do
   [ -n "$url" ] || { cat "$work/log" >&2; echo "no URL for $service" >&2; exit 1; }
   echo "== $service ($url/openapi.json): $EXAMPLES examples per operation, seed $SEED"
   .venv/bin/schemathesis run "$url/openapi.json" --checks "$CHECKS" --max-examples "$EXAMPLES" --seed "$SEED" \
-    --workers 1 --no-color || status=1
+    --workers 1 --no-color --report ndjson --report-ndjson-path "$work/$service.ndjson" || status=1
+  # Generated cases per operation and phase, from the run's event report.
+  .venv/bin/python -c '
+import collections, json, sys
+counts = collections.defaultdict(collections.Counter)
+for line in open(sys.argv[1]):
+    event = json.loads(line).get("ScenarioFinished")
+    if event:
+        counts[event["recorder"]["label"]][event["phase"]] += len(event["recorder"].get("cases") or {})
+for label, phases in sorted(counts.items()):
+    detail = ", ".join(f"{phase} {n}" for phase, n in phases.items() if n)
+    print(f"  {label}: {sum(phases.values())} cases ({detail})")
+' "$work/$service.ndjson"
 done
 exit "$status"
