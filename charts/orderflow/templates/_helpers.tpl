@@ -282,6 +282,7 @@ Call with (dict "root" $ "svc" <service values> "redis" "redis"|"dedupeRedis").
 {{- $inputs := dict
     "service" .svc
     "queues" $values.queues
+    "api" $values.api
     "mysql" (dict "auth" $values.mysql.auth "enabled" $values.mysql.enabled)
     "externalMysql" $values.externalMysql
     "rabbitmq" (dict "auth" $values.rabbitmq.auth "vhost" $values.rabbitmq.vhost "enabled" $values.rabbitmq.enabled)
@@ -289,7 +290,7 @@ Call with (dict "root" $ "svc" <service values> "redis" "redis"|"dedupeRedis").
     "redis" (dict "auth" (index $values $redisKey).auth "enabled" (index $values $redisKey).enabled)
     "externalRedis" (index $values $externalRedisKey) -}}
 {{- $existing := dict -}}
-{{- $names := list $values.mysql.auth.existingSecret $values.externalMysql.existingSecret $values.rabbitmq.auth.existingSecret $values.externalRabbitmq.existingSecret (index $values $redisKey).auth.existingSecret (index $values $externalRedisKey).existingSecret (dig "webhook" "existingSecret" "" .svc) -}}
+{{- $names := list $values.mysql.auth.existingSecret $values.externalMysql.existingSecret $values.rabbitmq.auth.existingSecret $values.externalRabbitmq.existingSecret (index $values $redisKey).auth.existingSecret (index $values $externalRedisKey).existingSecret (dig "webhook" "existingSecret" "" .svc) $values.api.auth.existingSecret -}}
 {{- range $names }}
 {{- if . }}
 {{- $_ := set $existing . (dig "data" (dict) (lookup "v1" "Secret" $root.Release.Namespace .)) }}

@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use platform::{ApiError, http::ErrorBody};
+use platform::{
+    ApiError,
+    access::{ApiGuard, Scope},
+    http::ErrorBody,
+};
 use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -24,14 +28,19 @@ pub const MAX_TOP: u32 = 100;
 /// Longest time series answered at once, in buckets.
 pub const MAX_BUCKETS: i64 = 1000;
 
-/// The API's routes, with `GET /openapi.json` describing them.
-pub fn router(service: AnalyticsService) -> Router {
-    platform::http::documented_router(api(), service)
+/// The API's routes, guarded by `guard`, with `GET /openapi.json` describing them.
+pub fn router(service: AnalyticsService, guard: &ApiGuard) -> Router {
+    platform::http::documented_router(api(), service, guard)
+}
+
+/// The scope each request needs: the analytics API only reads.
+pub fn required_scope(_: &Method) -> Scope {
+    Scope::AnalyticsRead
 }
 
 /// The OpenAPI document of analytics-service: every route, generated from the handlers below.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    platform::http::openapi_document(api().split_for_parts().1)
+    platform::http::openapi_document(api().split_for_parts().1, required_scope)
 }
 
 #[derive(utoipa::OpenApi)]

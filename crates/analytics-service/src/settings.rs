@@ -5,7 +5,9 @@ use std::time::Duration;
 use contracts::Queues;
 use messaging::{outbox::RelaySettings, rabbitmq::RabbitSettings};
 use platform::{
-    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, database::DatabaseSettings,
+    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings,
+    access::{AuthSettings, RateLimitSettings},
+    database::DatabaseSettings,
     redis::RedisSettings,
 };
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,10 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct Settings {
     pub http: HttpSettings,
+    /// API keys (off while none is set).
+    pub auth: AuthSettings,
+    /// Each client's token bucket.
+    pub rate_limit: RateLimitSettings,
     pub shutdown: ShutdownSettings,
     pub telemetry: TelemetrySettings,
     pub database: DatabaseSettings,
@@ -58,6 +64,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             http: HttpSettings::with_port(8081),
+            auth: AuthSettings::default(),
+            rate_limit: RateLimitSettings::default(),
             shutdown: ShutdownSettings::default(),
             telemetry: TelemetrySettings::default(),
             database: DatabaseSettings::named("analytics_db", "root"),
@@ -79,6 +87,8 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
+        self.auth.validate()?;
+        self.rate_limit.validate()?;
         self.database.connect_options()?;
         self.rabbitmq.validate()?;
         self.outbox.validate()?;

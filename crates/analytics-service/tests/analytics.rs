@@ -363,3 +363,33 @@ async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_count
     pool.close().await;
     database.drop().await.unwrap();
 }
+
+/// With API keys configured, every analytics read needs `analytics:read`; probes stay open.
+#[tokio::test]
+async fn the_analytics_api_needs_the_analytics_read_scope() {
+    use platform::access::{ApiKey, Scope};
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.api_keys = vec![
+            ApiKey::for_key("analyst", &[Scope::AnalyticsRead]),
+            ApiKey::for_key("order-desk", &[Scope::OrdersRead, Scope::OrdersWrite]),
+        ];
+    })
+    .await;
+    let client = reqwest::Client::new();
+    for path in
+        ["/analytics/summary", "/analytics/products/top", "/analytics/customers/c-1", "/analytics/timeseries"]
+    {
+        let response = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"orderflow\"");
+        let response = client.get(app.url(path)).bearer_auth("order-desk").send().await.unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["details"]["scope"], "analytics:read");
+        let response = client.get(app.url(path)).bearer_auth("analyst").send().await.unwrap();
+        assert_ne!(response.status(), 401, "{path}");
+        assert_ne!(response.status(), 403, "{path}");
+    }
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.cleanup().await;
+}

@@ -13,6 +13,8 @@ use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
 use sqlx::{Connection, Executor, MySqlConnection};
 use tokio::process::{Child, Command};
 
+/// A client's requests per second no load here reaches.
+const UNREACHABLE_RATE_LIMIT: &str = "1000000000";
 /// Prefix of everything a benchmark creates; a run removes what an interrupted one left.
 pub const NAME: &str = "ofbench";
 pub const SERVICES: [&str; 3] = ["order-service", "analytics-service", "notification-worker"];
@@ -72,6 +74,9 @@ impl Deployment {
         let common: Vec<(String, String)> = [
             ("LOG_LEVEL", "warn".to_owned()),
             ("ORDERFLOW_HTTP__HOST", "127.0.0.1".to_owned()),
+            // The load comes from one address: the rate limit stays on (its cost is measured)
+            // but never refuses.
+            ("RATE_LIMIT_PER_SECOND", UNREACHABLE_RATE_LIMIT.to_owned()),
             ("REDIS_URL", servers.redis.clone()),
             ("ORDERFLOW_REDIS__KEY_PREFIX", format!("{NAME}:")),
             ("RABBITMQ_URL", servers.amqp.clone()),
@@ -217,6 +222,7 @@ impl Embedded {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LOG_LEVEL", "warn")
+            .env("RATE_LIMIT_PER_SECOND", UNREACHABLE_RATE_LIMIT)
             .env("ORDERFLOW_DATA_DIR", &directory)
             .env("ORDERFLOW_ORDER_PORT", order_port.to_string())
             .env("ORDERFLOW_ANALYTICS_PORT", analytics_port.to_string())

@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use platform::{ApiError, JsonBody, http::ErrorBody};
+use platform::{
+    ApiError, JsonBody,
+    access::{ApiGuard, Scope},
+    http::ErrorBody,
+};
 use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -22,14 +26,19 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-/// The API's routes, with `GET /openapi.json` describing them.
-pub fn router(service: OrderService) -> Router {
-    platform::http::documented_router(api(), service)
+/// The API's routes, guarded by `guard`, with `GET /openapi.json` describing them.
+pub fn router(service: OrderService, guard: &ApiGuard) -> Router {
+    platform::http::documented_router(api(), service, guard)
+}
+
+/// The scope each request needs: reads `orders:read`, anything else `orders:write`.
+pub fn required_scope(method: &Method) -> Scope {
+    if method.is_safe() { Scope::OrdersRead } else { Scope::OrdersWrite }
 }
 
 /// The OpenAPI document of order-service: every route, generated from the handlers below.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    platform::http::openapi_document(api().split_for_parts().1)
+    platform::http::openapi_document(api().split_for_parts().1, required_scope)
 }
 
 #[derive(utoipa::OpenApi)]

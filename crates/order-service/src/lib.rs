@@ -21,6 +21,7 @@ use messaging::{
 };
 use platform::{
     Runtime,
+    access::ApiGuard,
     cache::{VersionedCache, redis::RedisCache},
     http::Server,
 };
@@ -138,7 +139,15 @@ impl Application {
             async move { service.ping_cache().await }
         });
 
-        let server = Server::bind(http::router(service), runtime, &settings.http, &settings.shutdown).await?;
+        let guard = ApiGuard::new(
+            &settings.auth,
+            &settings.rate_limit,
+            http::required_scope,
+            &mut runtime.registry,
+            &runtime.shutdown,
+        );
+        let server =
+            Server::bind(http::router(service, &guard), runtime, &settings.http, &settings.shutdown).await?;
         Ok(server)
     }
 }

@@ -7,7 +7,9 @@ use contracts::Queues;
 use crate::store::writer::WriterLimits;
 use messaging::{outbox::RelaySettings, rabbitmq::RabbitSettings};
 use platform::{
-    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, database::DatabaseSettings,
+    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings,
+    access::{AuthSettings, RateLimitSettings},
+    database::DatabaseSettings,
     redis::RedisSettings,
 };
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,10 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct Settings {
     pub http: HttpSettings,
+    /// API keys (off while none is set).
+    pub auth: AuthSettings,
+    /// Each client's token bucket.
+    pub rate_limit: RateLimitSettings,
     pub shutdown: ShutdownSettings,
     pub telemetry: TelemetrySettings,
     pub database: DatabaseSettings,
@@ -101,6 +107,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             http: HttpSettings::with_port(8080),
+            auth: AuthSettings::default(),
+            rate_limit: RateLimitSettings::default(),
             shutdown: ShutdownSettings::default(),
             telemetry: TelemetrySettings::default(),
             database: DatabaseSettings::named("order_db", "root"),
@@ -123,6 +131,8 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
+        self.auth.validate()?;
+        self.rate_limit.validate()?;
         self.database.connect_options()?;
         self.rabbitmq.validate()?;
         self.outbox.validate()?;

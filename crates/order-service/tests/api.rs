@@ -447,3 +447,137 @@ async fn an_order_processed_event_moves_the_order_to_processed(backend: Backend)
     assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'processed'").await, 1);
     app.cleanup().await;
 }
+
+/// With API keys configured: no key or an unknown one is 401, a key without the operation's
+/// scope 403 (both with `WWW-Authenticate`, both changing nothing); probes, metrics and the
+/// documentation stay open.
+#[tokio::test]
+async fn api_keys_guard_every_order_operation() {
+    use platform::access::{ApiKey, Scope};
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.api_keys = vec![
+            ApiKey::for_key("writer-key", &[Scope::OrdersWrite]),
+            ApiKey::for_key("reader-key", &[Scope::OrdersRead]),
+            ApiKey::for_key("analytics-key", &[Scope::AnalyticsRead]),
+        ];
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let post = |key: Option<&str>| {
+        let request = client.post(app.url("/orders")).json(&order_body("c-auth", "10.00"));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    };
+
+    let response = post(None).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"orderflow\"");
+    assert_eq!(json_of(response).await["error"], "unauthorized");
+
+    let response = post(Some("not-a-key")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"orderflow\", error=\"invalid_token\"");
+
+    for key in ["reader-key", "analytics-key"] {
+        let response = post(Some(key)).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{key}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"orderflow\", error=\"insufficient_scope\", scope=\"orders:write\""
+        );
+        let body = json_of(response).await;
+        assert_eq!(body["error"], "forbidden");
+        assert_eq!(body["details"]["scope"], "orders:write");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0, "a refused request stores nothing");
+
+    let response = post(Some("writer-key")).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let id = json_of(response).await["id"].as_str().unwrap().to_owned();
+
+    for path in [format!("/orders/{id}"), "/orders".to_owned()] {
+        let read = |key: &'static str| client.get(app.url(&path)).bearer_auth(key).send();
+        assert_eq!(read("writer-key").await.unwrap().status(), 403, "{path}");
+        assert_eq!(read("reader-key").await.unwrap().status(), 200, "{path}");
+        assert_eq!(client.get(app.url(&path)).send().await.unwrap().status(), 401, "{path}");
+    }
+    // The scheme's name is case-insensitive (RFC 9110).
+    let response =
+        client.get(app.url("/orders")).header("authorization", "bearer reader-key").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    for open in ["/livez", "/readyz", "/metrics", "/openapi.json", "/docs/"] {
+        assert_eq!(client.get(app.url(open)).send().await.unwrap().status(), 200, "{open}");
+    }
+    assert_eq!(client.get(app.url("/no-such-path")).send().await.unwrap().status(), 404);
+    app.cleanup().await;
+}
+
+/// Each client has its own token bucket: past it, 429 with `Retry-After` and nothing done; every
+/// admitted answer says how much is left.
+#[tokio::test]
+async fn a_client_past_its_rate_limit_is_answered_429_and_others_are_not() {
+    use platform::access::{ApiKey, Scope};
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.api_keys = vec![
+            ApiKey::for_key("busy-client", &[Scope::OrdersWrite, Scope::OrdersRead]),
+            ApiKey::for_key("quiet-client", &[Scope::OrdersRead]),
+        ];
+        // A token every 100 s after a burst of 3: the bucket cannot refill during the test.
+        settings.rate_limit.requests_per_second = 0.01;
+        settings.rate_limit.burst = 3;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let post =
+        || client.post(app.url("/orders")).bearer_auth("busy-client").json(&order_body("c-rate", "1.00"));
+
+    for remaining in [2, 1] {
+        let response = post().send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["ratelimit-limit"], "3");
+        assert_eq!(response.headers()["ratelimit-remaining"], remaining.to_string().as_str());
+    }
+    let response = client.get(app.url("/orders")).bearer_auth("busy-client").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+
+    let response = post().send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1, "Retry-After {retry_after}");
+    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+    assert_eq!(json_of(response).await["error"], "rate_limited");
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 2, "a refused request stores nothing");
+
+    let response = client.get(app.url("/orders")).bearer_auth("quiet-client").send().await.unwrap();
+    assert_eq!(response.status(), 200, "another key has its own bucket");
+    // Probes and metrics are never limited.
+    for _ in 0..5 {
+        assert_eq!(app.get("/livez").await.status(), 200);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("http_requests_rate_limited_total{route=\"/orders\"} 1"),
+        "the refusal is counted:\n{metrics}"
+    );
+    app.cleanup().await;
+}
+
+/// Without API keys, the bucket is the client address's.
+#[tokio::test]
+async fn without_keys_the_rate_limit_is_per_client_address() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit.requests_per_second = 0.01;
+        settings.rate_limit.burst = 2;
+    })
+    .await;
+    assert_eq!(app.get("/orders").await.status(), 200);
+    assert_eq!(app.get("/orders").await.status(), 200);
+    let response = app.get("/orders").await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    app.cleanup().await;
+}

@@ -11,13 +11,17 @@
 //! | `ORDERFLOW_BUS__RETRY_DELAYS_MS` | `bus.*`: the in-process bus | `100,500,2000` |
 //! | `ORDERFLOW_OUTBOX__…`, `ORDERFLOW_ORDERS__…`, `ORDERFLOW_ANALYTICS__…` | the services' own sections | |
 //! | `NOTIFY_CHANNELS`, `WEBHOOK_URL`, `WEBHOOK_SECRET`, `ORDERFLOW_NOTIFICATIONS__…` | the worker's channels | `log` |
+//! | `API_KEYS`, `RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST` | `auth`, `rate_limit`: both APIs' keys and rate limit (`platform::access`) | no keys; 1000/s, burst 2000 |
 //! | `LOG_LEVEL`, `LOG_FORMAT`, `SHUTDOWN_GRACE_PERIOD_SECONDS`, … | as for every service | |
 
 use std::path::{Path, PathBuf};
 
 use contracts::Queues;
 use messaging::{inprocess::InProcessSettings, outbox::RelaySettings};
-use platform::{ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings};
+use platform::{
+    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings,
+    access::{AuthSettings, RateLimitSettings},
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +35,10 @@ pub struct Settings {
     pub notification_port: u16,
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
+    /// API keys of both APIs (off while none is set).
+    pub auth: AuthSettings,
+    /// Each client's token bucket, on each API.
+    pub rate_limit: RateLimitSettings,
     pub bus: InProcessSettings,
     /// The names of the system's queues on the bus.
     pub queues: Queues,
@@ -53,6 +61,8 @@ impl Default for Settings {
             notification_port: 8082,
             telemetry: TelemetrySettings::default(),
             shutdown: ShutdownSettings::default(),
+            auth: AuthSettings::default(),
+            rate_limit: RateLimitSettings::default(),
             bus: InProcessSettings::default(),
             queues: Queues::default(),
             outbox: RelaySettings::default(),
@@ -110,6 +120,8 @@ impl Settings {
             http: self.http(self.order_port),
             shutdown: self.shutdown.clone(),
             telemetry: self.telemetry.clone(),
+            auth: self.auth.clone(),
+            rate_limit: self.rate_limit.clone(),
             outbox: self.outbox.clone(),
             queues: self.queues.clone(),
             orders: self.orders.clone(),
@@ -123,6 +135,8 @@ impl Settings {
             http: self.http(self.analytics_port),
             shutdown: self.shutdown.clone(),
             telemetry: self.telemetry.clone(),
+            auth: self.auth.clone(),
+            rate_limit: self.rate_limit.clone(),
             outbox: self.outbox.clone(),
             queues: self.queues.clone(),
             analytics: self.analytics.clone(),

@@ -53,6 +53,9 @@ pub const FLAT_ENV: &[(&str, &str)] = &[
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     ("ENVIRONMENT", "telemetry.environment"),
     ("SHUTDOWN_GRACE_PERIOD_SECONDS", "shutdown.grace_period_seconds"),
+    ("API_KEYS", "auth.api_keys"),
+    ("RATE_LIMIT_PER_SECOND", "rate_limit.requests_per_second"),
+    ("RATE_LIMIT_BURST", "rate_limit.burst"),
 ];
 
 /// A configuration that cannot be used. Its message is one line that names the key.

@@ -11,7 +11,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRequest, MatchedPath, Request, State},
+    extract::{ConnectInfo, FromRequest, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -31,6 +31,7 @@ use tokio::{
     time::Sleep,
 };
 use tower_http::{
+    add_extension::AddExtension,
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
@@ -39,6 +40,7 @@ use tower_http::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    access::ApiGuard,
     health::{Health, Readiness},
     metrics::{self, HttpLabels, HttpMetrics},
     settings::{HttpSettings, ShutdownSettings},
@@ -213,18 +215,29 @@ pub fn ops_router(health: Health, registry: Arc<Registry>) -> Router {
     ops(health, registry).split_for_parts().0
 }
 
-/// A service's API routes on `state`, with `GET /openapi.json` describing them (and the
-/// operational paths) and `GET /docs/`, an interactive page over that document whose every asset
-/// the service serves itself (Swagger UI, bundled at build time).
-pub fn documented_router<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>, state: S) -> Router {
+/// A service's API routes on `state`, guarded by `guard` (API keys, rate limit), with
+/// `GET /openapi.json` describing them (and the operational paths) and `GET /docs/`, an
+/// interactive page over that document whose every asset the service serves itself (Swagger UI,
+/// bundled at build time). The document and the page stay open.
+pub fn documented_router<S: Clone + Send + Sync + 'static>(
+    api: OpenApiRouter<S>,
+    state: S,
+    guard: &ApiGuard,
+) -> Router {
     let (router, document) = api.split_for_parts();
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi_document(document));
-    router.with_state(state).merge(docs)
+    let document = openapi_document(document, |method| guard.required_scope(method));
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", document);
+    guard.protect(router.with_state(state)).merge(docs)
 }
 
-/// A service's whole OpenAPI document: its API (`api`) and the operational paths.
-pub fn openapi_document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+/// A service's whole OpenAPI document: its API (`api`, each operation needing the scope
+/// `required_scope` names) and the operational paths.
+pub fn openapi_document(
+    mut api: utoipa::openapi::OpenApi,
+    required_scope: impl Fn(&axum::http::Method) -> crate::access::Scope,
+) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::{LicenseBuilder, tag::TagBuilder};
+    crate::access::document(&mut api, required_scope);
     api.merge(ops_openapi());
     api.info.license = Some(LicenseBuilder::new().name("MIT").identifier(Some("MIT")).build());
     api.tags.get_or_insert_with(Vec::new).push(
@@ -404,7 +417,6 @@ async fn accept_connections(
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    let service = TowerToHyperService::new(router);
     let open_connections = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let graceful = GracefulShutdown::new();
     loop {
@@ -416,9 +428,9 @@ async fn accept_connections(
             }
             () = stop.requested() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     pause_after_accept_error(&error, &stop).await;
                     continue;
@@ -430,8 +442,9 @@ async fn accept_connections(
         // two waits for the client's delayed ACK (up to 200 ms on Linux).
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(ProtocolDetectionDeadline::new(stream, header_read_timeout));
-        let connection =
-            graceful.watch(builder.serve_connection_with_upgrades(io, service.clone()).into_owned());
+        // The client's address, for rate limits when there are no API keys.
+        let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
+        let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(event = "connection_failed", error = %error, "connection closed on an error");

@@ -2,6 +2,7 @@
 //! health, HTTP plumbing, graceful shutdown, the MySQL/Redis connection settings, and the SQLite
 //! opening rules of the embedded mode.
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod database;

@@ -133,8 +133,8 @@ pub enum LogFormat {
     Text,
 }
 
-/// Deserializes a list setting from a list (`[200, "500"]` from TOML) or from a comma-separated
-/// string (`"200,500"` from the environment, where every value is a string). Each element is
+/// Deserializes a list setting from a list (`[200, "500"]` from TOML) or from a string separated
+/// by commas or newlines (`"200,500"` from the environment, where every value is a string). Each element is
 /// parsed with `T::from_str`; blank elements are skipped. Use with
 /// `#[serde(deserialize_with = "platform::settings::list_or_comma_separated")]`.
 pub fn list_or_comma_separated<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
@@ -190,7 +190,7 @@ where
         }
 
         fn visit_str<E: Error>(self, text: &str) -> Result<Vec<T>, E> {
-            text.split(',').filter(|part| !part.trim().is_empty()).map(element).collect()
+            text.split([',', '\n']).filter(|part| !part.trim().is_empty()).map(element).collect()
         }
 
         fn visit_u64<E: Error>(self, number: u64) -> Result<Vec<T>, E> {

@@ -20,6 +20,9 @@ use crate::{SERVICES, ServiceProcess, WebhookReceiver};
 
 /// Signs webhooks when the chart takes the key from a Secret it does not render.
 const TEST_WEBHOOK_SECRET: &str = "chart-contract-webhook-secret";
+/// The API key the run's client sends, with every scope, where the chart requires keys from a
+/// Secret it does not render.
+pub const TEST_API_KEY: &str = "chart-contract-api-key";
 /// The consumer queues, each also named by an `ORDERFLOW_*` setting.
 const QUEUES: [(&str, &str); 3] = [
     ("ORDERFLOW_QUEUES__ORDER_PROCESSED", "orders.processed"),
@@ -394,10 +397,17 @@ impl ChartSystem {
         };
         let (webhook, webhook_url) = WebhookReceiver::start_with_secret(&secret).await;
 
+        // Where the chart requires API keys, the run's client carries one (see [`run_env`]).
+        let keys_required = deployments.iter().any(|d| d.env().iter().any(|(name, _)| name == "API_KEYS"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        if keys_required {
+            let bearer = format!("Bearer {TEST_API_KEY}");
+            headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("header value"));
+        }
         let mut system = ChartSystem {
             name: name.clone(),
             webhook,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder().default_headers(headers).build().expect("HTTP client"),
             processes: BTreeMap::new(),
             envs: BTreeMap::new(),
             addresses: BTreeMap::new(),
@@ -492,6 +502,7 @@ impl ChartSystem {
 ///   everyone's.
 /// - `WEBHOOK_URL`: a local receiver; the chart's endpoint is outside this machine.
 /// - `WEBHOOK_SECRET`, only when the chart takes it from a Secret it does not render: a test key.
+/// - `API_KEYS`, likewise: the digest of [`TEST_API_KEY`] with every scope.
 ///
 /// Kept as the chart gives it: `OTEL_EXPORTER_OTLP_ENDPOINT` (full values) names a collector that
 /// does not exist here; the services log the failed exports and carry on, as a pod does while
@@ -545,6 +556,10 @@ fn run_env(binary: &str, chart_env: &[(String, EnvValue)], local: &Local<'_>) ->
 
     if env.chart.contains("WEBHOOK_URL") {
         env.replace("WEBHOOK_URL", Some(local.webhook_url.to_owned()));
+    }
+    if env.external.contains_key("API_KEYS") {
+        let key = platform::access::ApiKey::for_key(TEST_API_KEY, &platform::access::Scope::ALL);
+        env.replace("API_KEYS", Some(key.to_string()));
     }
     if env.external.contains_key("WEBHOOK_SECRET") {
         env.replace("WEBHOOK_SECRET", Some(TEST_WEBHOOK_SECRET.to_owned()));

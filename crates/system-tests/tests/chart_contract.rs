@@ -155,6 +155,7 @@ async fn deployments_serve_what_the_chart_declares(case: &str) {
         let port = check_port(&system, &deployment);
         check_probes(&system, &deployment, port).await;
         check_api_documents(&system, &deployment, port).await;
+        check_api_keys(&deployment, &system, port).await;
         check_service(&deployment, port);
         let monitors = deployment.service_monitors();
         assert_eq!(
@@ -235,6 +236,24 @@ async fn check_api_documents(system: &ChartSystem, deployment: &ServiceDeploymen
         page.text().await.unwrap().contains("swagger-ui-bundle.js"),
         "{binary}: /docs/ is the Swagger UI page"
     );
+}
+
+/// Where the chart requires API keys, a request without one is refused, the probes are not.
+async fn check_api_keys(deployment: &ServiceDeployment<'_>, system: &ChartSystem, port: u16) {
+    let binary = deployment.binary;
+    let requires_keys = deployment.env().iter().any(|(name, _)| name == "API_KEYS");
+    let path = match binary {
+        "order-service" => "/orders",
+        "analytics-service" => "/analytics/summary",
+        _ => return,
+    };
+    let anonymous = reqwest::Client::new();
+    let status = anonymous.get(system.url(binary, port, path)).send().await.expect("GET").status();
+    assert_eq!(status, if requires_keys { 401 } else { 200 }, "{binary}: {path} without a key");
+    let status = system.client.get(system.url(binary, port, path)).send().await.expect("GET").status();
+    assert_eq!(status, 200, "{binary}: {path} with the run's key");
+    let status = anonymous.get(system.url(binary, port, "/readyz")).send().await.expect("GET").status();
+    assert_eq!(status, 200, "{binary}: /readyz needs no key");
 }
 
 /// Exactly one Service selects the pods, and each of its ports targets the listening port.

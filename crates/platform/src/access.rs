@@ -1,0 +1,698 @@
+//! Who may call an API, and how often.
+//!
+//! - **API keys** (optional): `Authorization: Bearer <key>`. Keys are configured as SHA-256
+//!   digests, never in clear, each with the scopes it grants. A request without a known key is
+//!   answered 401, one whose key lacks the operation's scope 403, both with `WWW-Authenticate`
+//!   (RFC 6750). With no key configured, the API is open.
+//! - **Rate limits**: a token bucket per API key (per client address when keys are off; IPv6
+//!   clients by their /64), refilled at `requests_per_second` up to `burst`. A request finding
+//!   the bucket empty is answered 429 with `Retry-After`; every admitted answer carries
+//!   `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+//!
+//! Only the API's own routes are guarded: probes, metrics and the documentation stay open.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    num::NonZeroU32,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use governor::{
+    Quota, RateLimiter, clock::Clock, middleware::StateInformationMiddleware, state::keyed::DashMapStateStore,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{ApiError, ConfigError, Shutdown};
+
+/// What a key may do. Each operation of an API requires one scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Create orders (and anything else that changes them).
+    OrdersWrite,
+    /// Read and list orders.
+    OrdersRead,
+    /// Read the analytics.
+    AnalyticsRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::OrdersWrite, Scope::OrdersRead, Scope::AnalyticsRead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::OrdersWrite => "orders:write",
+            Scope::OrdersRead => "orders:read",
+            Scope::AnalyticsRead => "analytics:read",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == text).ok_or_else(|| {
+            format!("unknown scope {text:?} (one of orders:write, orders:read, analytics:read)")
+        })
+    }
+}
+
+/// One configured key: the SHA-256 of the key, and the scopes it grants. Written
+/// `<64 hex digits>:<scope>[ <scope>…]`, e.g. `9f86d08…f00a08:orders:write orders:read`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    digest: [u8; 32],
+    scopes: Vec<Scope>,
+}
+
+impl ApiKey {
+    /// The configuration entry for `key` with `scopes` (what an operator writes, computed).
+    pub fn for_key(key: &str, scopes: &[Scope]) -> ApiKey {
+        ApiKey { digest: Sha256::digest(key.as_bytes()).into(), scopes: scopes.to_vec() }
+    }
+
+    /// How the key is named in logs: the first 12 hex digits of its digest (not of the key).
+    pub fn id(&self) -> String {
+        hex(&self.digest[..6])
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey").field("id", &self.id()).field("scopes", &self.scopes).finish()
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scopes: Vec<&str> = self.scopes.iter().map(|s| s.as_str()).collect();
+        write!(f, "{}:{}", hex(&self.digest), scopes.join(" "))
+    }
+}
+
+impl FromStr for ApiKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (digest, scopes) = text
+            .trim()
+            .split_once(':')
+            .ok_or("expected <sha256 of the key, 64 hex digits>:<scope>[ <scope>…]")?;
+        let digest = parse_digest(digest)
+            .ok_or("the part before ':' must be the key's SHA-256 digest, 64 hex digits (never the key)")?;
+        let scopes = scopes.split_whitespace().map(Scope::from_str).collect::<Result<Vec<_>, _>>()?;
+        if scopes.is_empty() {
+            return Err("a key needs at least one scope".into());
+        }
+        Ok(ApiKey { digest, scopes })
+    }
+}
+
+impl Serialize for ApiKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim().as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(text.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(digest)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// API keys. Off (the API is open) while `api_keys` is empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// `<sha256 hex>:<scope>[ <scope>…]` entries, as a list or separated by commas or newlines
+    /// (`API_KEYS`). The same digest twice adds up its scopes.
+    #[serde(deserialize_with = "api_keys")]
+    pub api_keys: Vec<ApiKey>,
+    /// Refuse to start without a key, so that an empty Secret never leaves the API open.
+    pub required: bool,
+}
+
+/// Like any list setting, except that an entry that does not parse is named by its position,
+/// never quoted: it may be a key written in clear.
+fn api_keys<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<ApiKey>, D::Error> {
+    let entries: Vec<String> = crate::settings::list_or_comma_separated(deserializer)?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            entry.parse().map_err(|error| serde::de::Error::custom(format!("entry {}: {error}", index + 1)))
+        })
+        .collect()
+}
+
+impl AuthSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.required && self.api_keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.api_keys",
+                "keys are required (auth.required) but none is set",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The token bucket of each client. `requests_per_second = 0` turns the limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Requests a client may make per second, sustained (per replica); `0.5` is one every two
+    /// seconds.
+    pub requests_per_second: f64,
+    /// Requests a client may make at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings { requests_per_second: 1_000.0, burst: 2_000 }
+    }
+}
+
+/// Above this, a token would take less than a nanosecond to refill.
+const MAX_REQUESTS_PER_SECOND: f64 = 1e9;
+
+impl RateLimitSettings {
+    /// No limit.
+    pub fn off() -> Self {
+        RateLimitSettings { requests_per_second: 0.0, burst: 0 }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rate = self.requests_per_second;
+        if !(0.0..=MAX_REQUESTS_PER_SECOND).contains(&rate) {
+            return Err(ConfigError::invalid(
+                "rate_limit.requests_per_second",
+                format!("must be between 0 (no limit) and {MAX_REQUESTS_PER_SECOND}"),
+            ));
+        }
+        if rate > 0.0 && self.burst == 0 {
+            return Err(ConfigError::invalid("rate_limit.burst", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    fn quota(&self) -> Option<Quota> {
+        if self.requests_per_second <= 0.0 {
+            return None;
+        }
+        let period = Duration::from_secs_f64(1.0 / self.requests_per_second.min(MAX_REQUESTS_PER_SECOND));
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        Some(Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst))
+    }
+}
+
+/// Who a request comes from, for its rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Key([u8; 32]),
+    Address(IpAddr),
+}
+
+impl Client {
+    fn of_address(address: Option<IpAddr>) -> Client {
+        let address = address.map(|a| a.to_canonical()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        match address {
+            // One IPv6 subscriber usually holds a whole /64.
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                Client::Address(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)))
+            }
+            v4 => Client::Address(v4),
+        }
+    }
+}
+
+type Limiter =
+    RateLimiter<Client, DashMapStateStore<Client>, governor::clock::DefaultClock, StateInformationMiddleware>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+/// The scope each request to an API needs, by its method.
+pub type RequiredScope = fn(&Method) -> Scope;
+
+/// Authentication and rate limiting of one API, applied to its routes by [`ApiGuard::protect`].
+#[derive(Clone)]
+pub struct ApiGuard {
+    inner: Arc<Guard>,
+}
+
+struct Guard {
+    keys: HashMap<[u8; 32], Vec<Scope>>,
+    required_scope: RequiredScope,
+    limiter: Option<Limiter>,
+    settings: RateLimitSettings,
+    rate_limited: Family<RouteLabel, Counter>,
+}
+
+/// How often buckets of clients that went quiet are forgotten.
+const FORGET_QUIET_CLIENTS_EVERY: Duration = Duration::from_secs(60);
+
+impl ApiGuard {
+    /// Registers the guard's metric and, with a rate limit, a task that keeps the buckets of
+    /// recent clients only (so that the map does not grow with every address ever seen).
+    pub fn new(
+        auth: &AuthSettings,
+        rate_limit: &RateLimitSettings,
+        required_scope: RequiredScope,
+        registry: &mut Registry,
+        shutdown: &Shutdown,
+    ) -> ApiGuard {
+        let mut keys: HashMap<[u8; 32], Vec<Scope>> = HashMap::new();
+        for key in &auth.api_keys {
+            let scopes = keys.entry(key.digest).or_default();
+            for scope in &key.scopes {
+                if !scopes.contains(scope) {
+                    scopes.push(*scope);
+                }
+            }
+        }
+        let rate_limited = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "http_requests_rate_limited",
+            "API requests answered 429 because their client's rate limit was reached",
+            rate_limited.clone(),
+        );
+        let limiter = rate_limit.quota().map(|quota| RateLimiter::dashmap(quota).with_middleware());
+        let guard = ApiGuard {
+            inner: Arc::new(Guard {
+                keys,
+                required_scope,
+                limiter,
+                settings: rate_limit.clone(),
+                rate_limited,
+            }),
+        };
+        if guard.inner.limiter.is_some() {
+            let forgetful = guard.clone();
+            shutdown.spawn_periodic(FORGET_QUIET_CLIENTS_EVERY, move || {
+                let guard = forgetful.clone();
+                async move {
+                    if let Some(limiter) = &guard.inner.limiter {
+                        limiter.retain_recent();
+                        limiter.shrink_to_fit();
+                    }
+                }
+            });
+        }
+        tracing::info!(
+            event = "api_access",
+            api_keys = guard.inner.keys.len(),
+            requests_per_second = rate_limit.requests_per_second,
+            burst = rate_limit.burst,
+            "API keys {}; rate limit {}",
+            if guard.inner.keys.is_empty() { "off (the API is open)" } else { "required" },
+            if guard.inner.limiter.is_some() { "on" } else { "off" },
+        );
+        guard
+    }
+
+    /// A guard that lets everything through (tests, tools).
+    pub fn open(required_scope: RequiredScope) -> ApiGuard {
+        ApiGuard {
+            inner: Arc::new(Guard {
+                keys: HashMap::new(),
+                required_scope,
+                limiter: None,
+                settings: RateLimitSettings::off(),
+                rate_limited: Family::default(),
+            }),
+        }
+    }
+
+    /// The scope a request with `method` needs.
+    pub fn required_scope(&self, method: &Method) -> Scope {
+        (self.inner.required_scope)(method)
+    }
+
+    /// Guards every route of `router` (and only those: routes merged later stay open).
+    pub fn protect<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        router.route_layer(middleware::from_fn_with_state(self.clone(), check))
+    }
+
+    /// The client a request comes from, or why it is refused (401/403).
+    fn authenticate(&self, request: &Request) -> Result<Client, Refusal> {
+        let address = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        if self.inner.keys.is_empty() {
+            return Ok(Client::of_address(address()));
+        }
+        let token = bearer_token(request.headers()).ok_or(Refusal::NoKey)?;
+        // Looking the digest up, not the key, leaks nothing of a key through timing.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let scopes = self.inner.keys.get(&digest).ok_or(Refusal::UnknownKey)?;
+        let needed = self.required_scope(request.method());
+        if !scopes.contains(&needed) {
+            return Err(Refusal::MissingScope(needed));
+        }
+        Ok(Client::Key(digest))
+    }
+
+    /// Takes a token from `client`'s bucket: the rate-limit headers of the answer, or the 429.
+    fn admit(&self, client: &Client, route: &str) -> Result<Option<RateLimitHeaders>, Refusal> {
+        let Some(limiter) = &self.inner.limiter else {
+            return Ok(None);
+        };
+        let limit = self.inner.settings.burst;
+        let per_second = self.inner.settings.requests_per_second;
+        match limiter.check_key(client) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity().min(limit);
+                let reset = (f64::from(limit - remaining) / per_second).ceil() as u64;
+                Ok(Some(RateLimitHeaders { limit, remaining, reset }))
+            }
+            Err(not_until) => {
+                self.inner.rate_limited.get_or_create(&RouteLabel { route: route.to_owned() }).inc();
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                let reset = (f64::from(limit) / per_second).ceil() as u64;
+                Err(Refusal::RateLimited {
+                    per_second,
+                    retry_after,
+                    headers: RateLimitHeaders { limit, remaining: 0, reset },
+                })
+            }
+        }
+    }
+}
+
+/// Why the guard answers instead of the API.
+enum Refusal {
+    /// 401: no `Authorization: Bearer` key.
+    NoKey,
+    /// 401: a key that is not configured.
+    UnknownKey,
+    /// 403: a key without the operation's scope.
+    MissingScope(Scope),
+    /// 429: the client's bucket is empty.
+    RateLimited { per_second: f64, retry_after: u64, headers: RateLimitHeaders },
+}
+
+const REALM: &str = "orderflow";
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (error, challenge) = match self {
+            Refusal::NoKey => (
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "an API key is required: send it as Authorization: Bearer <key>",
+                ),
+                format!("Bearer realm=\"{REALM}\""),
+            ),
+            Refusal::UnknownKey => (
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the API key is not valid"),
+                format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            ),
+            Refusal::MissingScope(needed) => (
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("the API key does not grant the scope this operation needs ({needed})"),
+                )
+                .with_details(json!({ "scope": needed.as_str() })),
+                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{needed}\""),
+            ),
+            Refusal::RateLimited { per_second, retry_after, headers } => {
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "too many requests: this client may make {per_second} per second; retry in {retry_after} s"
+                    ),
+                )
+                .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                headers.write(response.headers_mut());
+                return response;
+            }
+        };
+        let mut response = error.into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+struct RateLimitHeaders {
+    limit: u32,
+    remaining: u32,
+    /// Seconds until the bucket is full again.
+    reset: u64,
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+impl RateLimitHeaders {
+    fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(self.limit));
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(self.reset));
+    }
+}
+
+async fn check(State(guard): State<ApiGuard>, request: Request, next: Next) -> Response {
+    let client = match guard.authenticate(&request) {
+        Ok(client) => client,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or("unmatched");
+    match guard.admit(&client, route) {
+        Ok(headers) => {
+            let mut response = next.run(request).await;
+            if let Some(headers) = headers {
+                headers.write(response.headers_mut());
+            }
+            response
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Declares the guard in an API's OpenAPI document: the `apiKey` bearer scheme, each operation's
+/// scope (or no key at all, where the deployment configures none), and the 401, 403 and 429
+/// answers with their headers.
+pub fn document(api: &mut utoipa::openapi::OpenApi, required_scope: impl Fn(&Method) -> Scope) {
+    use utoipa::openapi::{
+        ContentBuilder, Ref, ResponseBuilder,
+        header::HeaderBuilder,
+        schema::{ObjectBuilder, Type},
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    };
+
+    let integer = |description: &str| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .description(Some(description))
+            .build()
+    };
+    let text = |description: &str| HeaderBuilder::new().description(Some(description)).build();
+    let rate_limit_headers = [
+        ("RateLimit-Limit", integer("Requests this client may make at once (the bucket's size)")),
+        ("RateLimit-Remaining", integer("Requests left in this client's bucket")),
+        ("RateLimit-Reset", integer("Seconds until the bucket is full again")),
+    ];
+    let error = |description: &str| {
+        ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build(),
+        )
+    };
+    let challenge = "`Bearer realm=\"orderflow\"`, with `error` (and `scope`) saying what is wrong";
+    let unauthorized = error("No valid API key: `Authorization: Bearer <key>` is missing or the key is unknown (only where API keys are configured)")
+        .header("WWW-Authenticate", text(challenge))
+        .build();
+    let forbidden = error("The API key does not grant this operation's scope (`details.scope` names it)")
+        .header("WWW-Authenticate", text(challenge))
+        .build();
+    let mut too_many = error("This client's rate limit is reached; nothing was done")
+        .header("Retry-After", integer("Seconds to wait before the next request is admitted"));
+    for (name, header) in &rate_limit_headers {
+        too_many = too_many.header(*name, header.clone());
+    }
+    let too_many = too_many.build();
+
+    for path in api.paths.paths.values_mut() {
+        let operations = [
+            (Method::GET, &mut path.get),
+            (Method::PUT, &mut path.put),
+            (Method::POST, &mut path.post),
+            (Method::DELETE, &mut path.delete),
+            (Method::PATCH, &mut path.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let scope = required_scope(&method);
+            operation.security = Some(vec![
+                SecurityRequirement::new(SECURITY_SCHEME, [scope.as_str()]),
+                SecurityRequirement::default(),
+            ]);
+            let responses = &mut operation.responses.responses;
+            for response in responses.values_mut() {
+                if let utoipa::openapi::RefOr::T(response) = response {
+                    for (name, header) in &rate_limit_headers {
+                        response.headers.entry(name.to_string()).or_insert_with(|| header.clone());
+                    }
+                }
+            }
+            responses.insert("401".into(), unauthorized.clone().into());
+            responses.insert("403".into(), forbidden.clone().into());
+            responses.insert("429".into(), too_many.clone().into());
+        }
+    }
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "An API key, where the deployment configures keys (`API_KEYS`); each key grants scopes \
+             (`orders:write`, `orders:read`, `analytics:read`) and each operation needs one.",
+        ))
+        .build();
+    api.components
+        .get_or_insert_with(Default::default)
+        .security_schemes
+        .insert(SECURITY_SCHEME.into(), SecurityScheme::Http(scheme));
+}
+
+/// The name of the API-key scheme in the OpenAPI documents.
+pub const SECURITY_SCHEME: &str = "apiKey";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST_OF_TEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Access {
+        auth: AuthSettings,
+        rate_limit: RateLimitSettings,
+    }
+
+    fn load(env: &[(&str, &str)]) -> Result<Access, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        crate::config::load_from(&Access::default(), &[], env)
+    }
+
+    #[test]
+    fn a_key_is_configured_by_its_digest_with_its_scopes() {
+        let key: ApiKey = format!("{DIGEST_OF_TEST}:orders:write orders:read").parse().unwrap();
+        assert_eq!(key, ApiKey::for_key("test", &[Scope::OrdersWrite, Scope::OrdersRead]));
+        assert_eq!(key.to_string(), format!("{DIGEST_OF_TEST}:orders:write orders:read"));
+        assert_eq!(key.id(), "9f86d081884c");
+        assert!(!format!("{key:?}").contains(DIGEST_OF_TEST), "the whole digest stays out of logs");
+    }
+
+    #[test]
+    fn a_key_in_clear_a_bad_digest_or_an_unknown_scope_is_refused() {
+        let refused = |text: &str| text.parse::<ApiKey>().unwrap_err();
+        assert!(refused("my-secret-key:orders:read").contains("SHA-256"));
+        assert!(refused(&format!("{}:orders:read", &DIGEST_OF_TEST[1..])).contains("64 hex"));
+        assert!(refused(&format!("{DIGEST_OF_TEST}:orders:delete")).contains("unknown scope"));
+        assert!(refused(&format!("{DIGEST_OF_TEST}:")).contains("at least one scope"));
+        assert!(refused(DIGEST_OF_TEST).contains("expected"));
+    }
+
+    #[test]
+    fn keys_come_from_the_environment_separated_by_commas_or_newlines() {
+        let other = format!("{}:analytics:read", "ab".repeat(32));
+        let value = format!("{DIGEST_OF_TEST}:orders:read,\n{other}\n");
+        let access =
+            load(&[("API_KEYS", &value), ("RATE_LIMIT_PER_SECOND", "2.5"), ("RATE_LIMIT_BURST", "5")])
+                .unwrap();
+        assert_eq!(access.auth.api_keys.len(), 2);
+        assert_eq!(access.auth.api_keys[1].to_string(), other);
+        assert_eq!(access.rate_limit.requests_per_second, 2.5);
+        assert_eq!(access.rate_limit.burst, 5);
+        let error = load(&[("API_KEYS", &format!("{other},my-secret:orders:read"))]).unwrap_err().to_string();
+        assert!(error.contains("API_KEYS") && error.contains("entry 2"), "{error}");
+        assert!(!error.contains("my-secret"), "a key written in clear is never echoed: {error}");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        let required = AuthSettings { api_keys: Vec::new(), required: true };
+        assert!(required.validate().is_err(), "keys required, none set");
+        for (rate, burst) in [(-1.0, 10), (f64::NAN, 10), (2e9, 10), (10.0, 0)] {
+            let settings = RateLimitSettings { requests_per_second: rate, burst };
+            assert!(settings.validate().is_err(), "{rate}/{burst}");
+        }
+        assert!(RateLimitSettings::off().validate().is_ok());
+        assert!(RateLimitSettings::off().quota().is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_share_the_bucket_of_their_64() {
+        let client = |text: &str| Client::of_address(Some(text.parse().unwrap()));
+        assert_eq!(client("2001:db8:1:2:aaaa::1"), client("2001:db8:1:2:bbbb::2"));
+        assert_ne!(client("2001:db8:1:2::1"), client("2001:db8:1:3::1"));
+        assert_eq!(client("::ffff:192.0.2.7"), client("192.0.2.7"));
+        assert_ne!(client("192.0.2.7"), client("192.0.2.8"));
+    }
+
+    #[test]
+    fn only_a_bearer_token_is_a_key() {
+        let token = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            bearer_token(&headers).map(str::to_owned)
+        };
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("BEARER  abc ").as_deref(), Some("abc"));
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Bearer"), None);
+    }
+}
