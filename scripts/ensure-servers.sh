@@ -9,7 +9,7 @@ answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Debian packages the tests use: bubblewrap runs the services as their pods would (user,
 # read-only root) in the chart contract tests; prometheus brings promtool for the alert rules;
-# chromium opens the APIs' /docs pages headless.
+# chromium opens the APIs' /docs pages headless, chromedriver (chromium-driver) drives it there.
 install_package() { # command package
   command -v "$1" >/dev/null && return
   echo "installing $2"
@@ -19,6 +19,7 @@ install_package() { # command package
 install_package bwrap bubblewrap
 install_package promtool prometheus
 install_package chromium chromium
+install_package chromedriver chromium-driver
 
 wait_for() {
   local name=$1 port=$2

@@ -220,13 +220,6 @@ async fn orders_accepted_before_a_crash_are_each_processed_once_after_the_restar
     assert!(queues.as_array().unwrap().iter().all(|q| q["parked"] == 0), "{queues}");
 }
 
-/// Debian's `chromium`, if it is on the PATH.
-fn chromium() -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("chromium"))
-        .find(|path| path.is_file())
-}
-
 /// The interactive API pages work with no internet access: a real browser (Debian's headless
 /// Chromium, an empty profile, background networking off) opens each API's `/docs/` as the
 /// `orderflow` binary of `make run` serves it, and Swagger UI lists every path of the service's
@@ -234,7 +227,7 @@ fn chromium() -> Option<PathBuf> {
 /// service.
 #[tokio::test]
 async fn the_docs_pages_list_every_operation_in_a_headless_browser() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = on_path("chromium") else {
         eprintln!(
             "SKIPPED: no `chromium` on the PATH (Debian package chromium, installed by `make servers`)"
         );
@@ -264,5 +257,134 @@ async fn the_docs_pages_list_every_operation_in_a_headless_browser() {
             .map(str::to_owned)
             .collect();
         assert_eq!(listed, paths, "{service}: the paths Swagger UI lists at /docs/");
+    }
+}
+
+/// Swagger UI's "Try it out" works against the service that serves it: in a real browser
+/// (Debian's headless Chromium driven through ChromeDriver's WebDriver protocol, an empty
+/// profile, background networking off), `POST /orders` sent from the `/docs/` page with the
+/// document's example answers 201, and the order exists.
+#[tokio::test]
+async fn try_it_out_on_the_docs_page_creates_an_order() {
+    let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver")) else {
+        eprintln!(
+            "SKIPPED: no `chromium` or `chromedriver` on the PATH (Debian packages chromium and \
+             chromium-driver, installed by `make servers`)"
+        );
+        return;
+    };
+    let data = DataDir::new();
+    let process = Process::start(&data.0).await;
+    let profile = DataDir::new();
+    let browser = WebDriver::start(&chromedriver, &chromium, &profile.0).await;
+
+    browser.open(&process.url("order-service", "/docs/")).await;
+    let operation = "#operations-orders-create_order";
+    browser.click(&format!("{operation} .opblock-summary-control")).await;
+    browser.click(&format!("{operation} .try-out__btn")).await;
+    browser.click(&format!("{operation} .execute")).await;
+    let status = browser.text(&format!("{operation} .live-responses-table tr.response .response-col_status")).await;
+    assert_eq!(status.split_whitespace().next(), Some("201"), "the status Swagger UI shows: {status:?}");
+    let body =
+        browser.text(&format!("{operation} .live-responses-table tr.response .response-col_description pre")).await;
+    browser.close().await;
+
+    let created: Value = serde_json::from_str(&body).expect("the answer Swagger UI shows is the order");
+    let id = created["id"].as_str().expect("order id");
+    let client = reqwest::Client::new();
+    let stored =
+        json_of(client.get(process.url("order-service", &format!("/orders/{id}"))).send().await.unwrap());
+    assert_eq!(stored.await["customer_id"], "customer-123", "the document's example was sent");
+}
+
+/// The program `name` on the PATH, if it is there.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|path| path.is_file())
+}
+
+/// A browser session through ChromeDriver (W3C WebDriver over HTTP), closed with its driver.
+struct WebDriver {
+    http: reqwest::Client,
+    session: String,
+    _driver: Child,
+}
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+const BROWSER_WAIT: Duration = Duration::from_secs(30);
+
+impl WebDriver {
+    async fn start(chromedriver: &Path, chromium: &Path, profile: &Path) -> WebDriver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    format!("--user-data-dir={}", profile.display())],
+            },
+        }}});
+        let session = eventually(BROWSER_WAIT, "a ChromeDriver session", || async {
+            let answer: Value = http
+                .post(format!("{base}/session"))
+                .json(&capabilities)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            answer["value"]["sessionId"].as_str().map(|id| format!("{base}/session/{id}"))
+        })
+        .await;
+        WebDriver { http, session, _driver: driver }
+    }
+
+    async fn command(&self, path: &str, body: Value) -> Value {
+        let answer =
+            self.http.post(format!("{}{path}", self.session)).json(&body).send().await.expect("WebDriver");
+        answer.json::<Value>().await.expect("WebDriver answer")["value"].take()
+    }
+
+    async fn open(&self, url: &str) {
+        self.command("/url", json!({ "url": url })).await;
+    }
+
+    /// The element `css` selects, once the page shows it.
+    async fn element(&self, css: &str) -> String {
+        eventually(BROWSER_WAIT, css, || async {
+            let found = self.command("/element", json!({"using": "css selector", "value": css})).await;
+            found[ELEMENT_KEY].as_str().map(str::to_owned)
+        })
+        .await
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.element(css).await;
+        let clicked = self.command(&format!("/element/{element}/click"), json!({})).await;
+        assert!(clicked.is_null(), "click {css}: {clicked}");
+    }
+
+    /// The text of the element `css` selects, once it has some.
+    async fn text(&self, css: &str) -> String {
+        eventually(BROWSER_WAIT, css, || async {
+            let element = self.element(css).await;
+            let text = self.http.get(format!("{}/element/{element}/text", self.session)).send().await.ok()?;
+            let text = text.json::<Value>().await.ok()?["value"].as_str()?.trim().to_owned();
+            (!text.is_empty()).then_some(text)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let _ = self.http.delete(&self.session).send().await;
     }
 }
