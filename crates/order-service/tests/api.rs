@@ -511,6 +511,12 @@ async fn api_keys_guard_every_order_operation() {
     for open in ["/livez", "/readyz", "/metrics", "/openapi.json", "/docs/"] {
         assert_eq!(client.get(app.url(open)).send().await.unwrap().status(), 200, "{open}");
     }
+    // The document served says what this deployment needs: a key, no keyless alternative.
+    let document = json_of(app.get("/openapi.json").await).await;
+    assert_eq!(document["paths"]["/orders"]["post"]["security"], json!([{"apiKey": ["orders:write"]}]));
+    assert_eq!(document["paths"]["/orders/{id}"]["get"]["security"], json!([{"apiKey": ["orders:read"]}]));
+    let committed: Value = serde_json::from_str(&order_service::http::openapi().to_json().unwrap()).unwrap();
+    assert_eq!(committed["paths"]["/orders"]["post"]["security"], json!([{"apiKey": ["orders:write"]}, {}]));
     assert_eq!(client.get(app.url("/no-such-path")).send().await.unwrap().status(), 404);
     app.cleanup().await;
 }

@@ -283,10 +283,12 @@ async fn try_it_out_on_the_docs_page_creates_an_order() {
     browser.click(&format!("{operation} .opblock-summary-control")).await;
     browser.click(&format!("{operation} .try-out__btn")).await;
     browser.click(&format!("{operation} .execute")).await;
-    let status = browser.text(&format!("{operation} .live-responses-table tr.response .response-col_status")).await;
+    let status =
+        browser.text(&format!("{operation} .live-responses-table tr.response .response-col_status")).await;
     assert_eq!(status.split_whitespace().next(), Some("201"), "the status Swagger UI shows: {status:?}");
-    let body =
-        browser.text(&format!("{operation} .live-responses-table tr.response .response-col_description pre")).await;
+    let body = browser
+        .text(&format!("{operation} .live-responses-table tr.response .response-col_description pre"))
+        .await;
     browser.close().await;
 
     let created: Value = serde_json::from_str(&body).expect("the answer Swagger UI shows is the order");

@@ -362,6 +362,11 @@ impl ApiGuard {
         }
     }
 
+    /// Whether requests need a key (keys are configured).
+    pub fn requires_keys(&self) -> bool {
+        !self.inner.keys.is_empty()
+    }
+
     /// The scope a request with `method` needs.
     pub fn required_scope(&self, method: &Method) -> Scope {
         (self.inner.required_scope)(method)
@@ -522,8 +527,8 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Declares the guard in an API's OpenAPI document: the `apiKey` bearer scheme, each operation's
-/// scope (or no key at all, where the deployment configures none), and the 401, 403 and 429
-/// answers with their headers.
+/// scope (or no key at all, where the deployment configures none: a deployment with keys serves
+/// its document through [`require_keys`]), and the 401, 403 and 429 answers with their headers.
 pub fn document(api: &mut utoipa::openapi::OpenApi, required_scope: impl Fn(&Method) -> Scope) {
     use utoipa::openapi::{
         ContentBuilder, Ref, ResponseBuilder,
@@ -603,6 +608,19 @@ pub fn document(api: &mut utoipa::openapi::OpenApi, required_scope: impl Fn(&Met
         .get_or_insert_with(Default::default)
         .security_schemes
         .insert(SECURITY_SCHEME.into(), SecurityScheme::Http(scheme));
+}
+
+/// Turns a [`document`]ed API's keys from optional to required, as a deployment with keys
+/// serves it: each operation then needs its scope, with no keyless alternative.
+pub fn require_keys(api: &mut utoipa::openapi::OpenApi) {
+    for path in api.paths.paths.values_mut() {
+        let operations = [&mut path.get, &mut path.put, &mut path.post, &mut path.delete, &mut path.patch];
+        for operation in operations.into_iter().flatten() {
+            if let Some(requirements) = &mut operation.security {
+                requirements.retain(|requirement| requirement != &Default::default());
+            }
+        }
+    }
 }
 
 /// The name of the API-key scheme in the OpenAPI documents.

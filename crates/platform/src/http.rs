@@ -218,14 +218,18 @@ pub fn ops_router(health: Health, registry: Arc<Registry>) -> Router {
 /// A service's API routes on `state`, guarded by `guard` (API keys, rate limit), with
 /// `GET /openapi.json` describing them (and the operational paths) and `GET /docs/`, an
 /// interactive page over that document whose every asset the service serves itself (Swagger UI,
-/// bundled at build time). The document and the page stay open.
+/// bundled at build time). The document and the page stay open; where keys are configured, the
+/// document says every operation needs one.
 pub fn documented_router<S: Clone + Send + Sync + 'static>(
     api: OpenApiRouter<S>,
     state: S,
     guard: &ApiGuard,
 ) -> Router {
     let (router, document) = api.split_for_parts();
-    let document = openapi_document(document, |method| guard.required_scope(method));
+    let mut document = openapi_document(document, |method| guard.required_scope(method));
+    if guard.requires_keys() {
+        crate::access::require_keys(&mut document);
+    }
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", document);
     guard.protect(router.with_state(state)).merge(docs)
 }
