@@ -2,6 +2,7 @@
 //! (a) each rendered service Deployment, run as the real binary with the environment the chart
 //!     gives it, listens on the declared port and answers its probes, its Service's target port
 //!     and its ServiceMonitor's scrape, and stops cleanly on SIGTERM within the pod's grace period;
+//!     `helm test`'s smoke script passes against them;
 //! (b) every metric name the dashboards and alert rules use is emitted by the running services,
 //!     or by RabbitMQ's Prometheus plugin for `rabbitmq_*`.
 //!
@@ -170,10 +171,51 @@ async fn deployments_serve_what_the_chart_declares(case: &str) {
             }
         }
     }
+    run_smoke_test(&rendered, &system).await;
     for deployment in rendered.service_deployments() {
         check_termination(&mut system, &deployment).await;
     }
     system.cleanup().await;
+}
+
+/// `helm test`'s smoke test, its script as the chart renders it, run here with `sh` and `curl`
+/// against the running services (their Service URLs pointed at the local processes, a key from a
+/// Secret the chart does not render replaced by the run's key).
+async fn run_smoke_test(rendered: &Rendered, system: &ChartSystem) {
+    let case = &rendered.case;
+    let pod = rendered
+        .of_kind("Pod")
+        .find(|pod| pod["metadata"]["annotations"]["helm.sh/hook"] == "test")
+        .unwrap_or_else(|| panic!("{case}: no helm test Pod"));
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["command"], json!(["sh", "-ec"]), "{case}: the smoke test is a shell script");
+    let mut script = container["args"][0].as_str().expect("the smoke test's script").to_owned();
+    for deployment in rendered.service_deployments() {
+        for service in deployment.services() {
+            let name = service["metadata"]["name"].as_str().expect("Service name");
+            let port = &service["spec"]["ports"][0]["port"];
+            let local = system.url(deployment.binary, system.process(deployment.binary).port, "");
+            script = script.replace(&format!("http://{name}:{port}"), &local);
+        }
+    }
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-ec").arg(&script).kill_on_drop(true);
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().expect("env name");
+        assert_eq!(name, "API_KEY", "{case}: the smoke test's environment");
+        let reference = &var["valueFrom"]["secretKeyRef"];
+        let from_chart = rendered
+            .lookup("Secret", reference["name"].as_str().unwrap(), reference["key"].as_str().unwrap())
+            .unwrap();
+        command.env(name, from_chart.unwrap_or_else(|| system_tests::chart::TEST_API_KEY.to_owned()));
+    }
+    let output = tokio::time::timeout(QUIET, command.output()).await.expect("smoke test in time").unwrap();
+    assert!(
+        output.status.success(),
+        "{case}: helm test's script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The port the process listens on is the container's declared port and its `SERVICE_PORT`.
