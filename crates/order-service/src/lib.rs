@@ -139,15 +139,7 @@ impl Application {
             async move { service.ping_cache().await }
         });
 
-        let guard = ApiGuard::new(
-            &settings.auth,
-            &settings.rate_limit,
-            http::required_scope,
-            &mut runtime.registry,
-            &runtime.shutdown,
-        );
-        let server =
-            Server::bind(http::router(service, &guard), runtime, &settings.http, &settings.shutdown).await?;
-        Ok(server)
+        let guard = ApiGuard::new(&settings.auth, &settings.rate_limit, http::required_scope, &mut runtime);
+        Ok(Server::bind(http::router(service, &guard), runtime, &settings.http, &settings.shutdown).await?)
     }
 }

@@ -34,13 +34,12 @@ use governor::{
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
-    registry::Registry,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{ApiError, ConfigError, Shutdown};
+use crate::{ApiError, ConfigError};
 
 /// What a key may do. Each operation of an API requires one scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -297,9 +296,9 @@ impl ApiGuard {
         auth: &AuthSettings,
         rate_limit: &RateLimitSettings,
         required_scope: RequiredScope,
-        registry: &mut Registry,
-        shutdown: &Shutdown,
+        runtime: &mut crate::Runtime,
     ) -> ApiGuard {
+        let (registry, shutdown) = (&mut runtime.registry, &runtime.shutdown);
         let mut keys: HashMap<[u8; 32], Vec<Scope>> = HashMap::new();
         for key in &auth.api_keys {
             let scopes = keys.entry(key.digest).or_default();
