@@ -13,8 +13,10 @@ use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
 use sqlx::{Connection, Executor, MySqlConnection};
 use tokio::process::{Child, Command};
 
-/// A client's requests per second no load here reaches.
-const UNREACHABLE_RATE_LIMIT: &str = "1000000000";
+/// A client's requests per second (and burst) no load here reaches. Not higher: the bucket's
+/// tolerance (burst / rate, one second here) must outlast a thread's preemption between reading
+/// the clock and taking its token, or a request is refused under any rate (seen at 10⁹/s).
+const UNREACHABLE_RATE_LIMIT: &str = "1000000";
 /// Prefix of everything a benchmark creates; a run removes what an interrupted one left.
 pub const NAME: &str = "ofbench";
 pub const SERVICES: [&str; 3] = ["order-service", "analytics-service", "notification-worker"];
@@ -77,6 +79,7 @@ impl Deployment {
             // The load comes from one address: the rate limit stays on (its cost is measured)
             // but never refuses.
             ("RATE_LIMIT_PER_SECOND", UNREACHABLE_RATE_LIMIT.to_owned()),
+            ("RATE_LIMIT_BURST", UNREACHABLE_RATE_LIMIT.to_owned()),
             ("REDIS_URL", servers.redis.clone()),
             ("ORDERFLOW_REDIS__KEY_PREFIX", format!("{NAME}:")),
             ("RABBITMQ_URL", servers.amqp.clone()),
@@ -223,6 +226,7 @@ impl Embedded {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LOG_LEVEL", "warn")
             .env("RATE_LIMIT_PER_SECOND", UNREACHABLE_RATE_LIMIT)
+            .env("RATE_LIMIT_BURST", UNREACHABLE_RATE_LIMIT)
             .env("ORDERFLOW_DATA_DIR", &directory)
             .env("ORDERFLOW_ORDER_PORT", order_port.to_string())
             .env("ORDERFLOW_ANALYTICS_PORT", analytics_port.to_string())

@@ -38,8 +38,8 @@ impl OrderClient {
         }
     }
 
-    /// One new order; whether it was created (201), and how long the answer took.
-    pub async fn post(&self) -> (bool, Duration) {
+    /// One new order; whether it was created (201, else why not), and how long the answer took.
+    pub async fn post(&self) -> (Outcome, Duration) {
         let n = self.sent.fetch_add(1, Ordering::Relaxed);
         let cents = (n * 7919) % 100_000 + 1;
         let body = format!(
@@ -55,12 +55,15 @@ impl OrderClient {
         if self.keys {
             request = request.header("idempotency-key", format!("{}-{n}", self.run));
         }
-        let answer = request.send().await;
-        let created = matches!(&answer, Ok(response) if response.status().as_u16() == 201);
-        if let Ok(response) = answer {
-            let _ = response.bytes().await;
-        }
-        (created, started.elapsed())
+        let outcome = match request.send().await {
+            Ok(response) if response.status().as_u16() == 201 => match response.bytes().await {
+                Ok(_) => Ok(()),
+                Err(_) => Err("body not read".to_owned()),
+            },
+            Ok(response) => Err(response.status().as_u16().to_string()),
+            Err(error) => Err(if error.is_timeout() { "timeout" } else { "connection" }.to_owned()),
+        };
+        (outcome, started.elapsed())
     }
 }
 
@@ -75,33 +78,62 @@ impl Reader {
         Reader { http: reqwest::Client::new(), url }
     }
 
-    pub async fn get(&self) -> (bool, Duration) {
+    pub async fn get(&self) -> (Outcome, Duration) {
         let started = Instant::now();
-        let ok = match self.http.get(&self.url).send().await {
-            Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-            Err(_) => false,
+        let outcome = match self.http.get(&self.url).send().await {
+            Ok(response) if response.status().is_success() => match response.bytes().await {
+                Ok(_) => Ok(()),
+                Err(_) => Err("body not read".to_owned()),
+            },
+            Ok(response) => Err(response.status().as_u16().to_string()),
+            Err(error) => Err(if error.is_timeout() { "timeout" } else { "connection" }.to_owned()),
         };
-        (ok, started.elapsed())
+        (outcome, started.elapsed())
     }
 }
+
+/// A request's result: done, or why not (the answer's status code, `timeout`, `connection`).
+pub type Outcome = Result<(), String>;
 
 /// What a stretch of load saw.
 #[derive(Default)]
 pub struct Window {
     pub created: u64,
     pub failed: u64,
+    /// The failures by what they were.
+    failures: std::collections::BTreeMap<String, u64>,
     /// Answer times in microseconds.
     latencies: Vec<u32>,
 }
 
 impl Window {
-    pub fn record(&mut self, created: bool, latency: Duration) {
-        if created {
-            self.created += 1;
-        } else {
-            self.failed += 1;
+    pub fn record(&mut self, outcome: Outcome, latency: Duration) {
+        match outcome {
+            Ok(()) => self.created += 1,
+            Err(why) => {
+                self.failed += 1;
+                *self.failures.entry(why).or_default() += 1;
+            }
         }
         self.latencies.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+    }
+
+    /// `", 3 failed (503: 2, timeout: 1)"`, or nothing when none failed.
+    pub fn failures(&self) -> String {
+        if self.failed == 0 {
+            return String::new();
+        }
+        let kinds: Vec<String> = self.failures.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+        format!(", {} failed ({})", self.failed, kinds.join(", "))
+    }
+
+    fn absorb(&mut self, other: Window) {
+        self.created += other.created;
+        self.failed += other.failed;
+        for (why, n) in other.failures {
+            *self.failures.entry(why).or_default() += n;
+        }
+        self.latencies.extend(other.latencies);
     }
 
     /// The `q`-quantile of the answer times (0.5, 0.99, …).
@@ -152,7 +184,7 @@ pub async fn at_rate(client: Arc<OrderClient>, rate: f64, until: Instant, window
 pub async fn flat_out<F, Fut>(clients: usize, until: Instant, request: F) -> Window
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = (bool, Duration)> + Send,
+    Fut: Future<Output = (Outcome, Duration)> + Send,
 {
     let request = Arc::new(request);
     let mut tasks = tokio::task::JoinSet::new();
@@ -169,9 +201,7 @@ where
     }
     let mut total = Window::default();
     while let Some(Ok(seen)) = tasks.join_next().await {
-        total.created += seen.created;
-        total.failed += seen.failed;
-        total.latencies.extend(seen.latencies);
+        total.absorb(seen);
     }
     total
 }

@@ -259,7 +259,7 @@ async fn soak(deployment: &Deployment) -> anyhow::Result<()> {
             sizes.idempotency_keys,
             rss.join("/"),
             format!("{}/{}/{}", depths[0], depths[1], depths[2]),
-            if seen.failed > 0 { format!("  ({} failed)", seen.failed) } else { String::new() },
+            seen.failures(),
         );
         last_sizes = sizes;
         rows.push(row);

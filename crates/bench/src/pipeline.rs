@@ -121,7 +121,7 @@ pub async fn orders(
         created as f64 / load_lasted.as_secs_f64(),
         seen.quantile(0.5).as_secs_f64() * 1e3,
         seen.quantile(0.99).as_secs_f64() * 1e3,
-        if seen.failed > 0 { format!(", {} failed", seen.failed) } else { String::new() },
+        seen.failures(),
         during.counted.saturating_sub(before.counted) as f64 / load_lasted.as_secs_f64(),
         done_after.as_secs_f64(),
     );
@@ -163,7 +163,7 @@ pub async fn reads(
         seen.created as f64 / lasted.as_secs_f64(),
         seen.quantile(0.5).as_secs_f64() * 1e3,
         seen.quantile(0.99).as_secs_f64() * 1e3,
-        if seen.failed > 0 { format!(", {} failed", seen.failed) } else { String::new() },
+        seen.failures(),
     );
     println!("  CPU per request: {}", describe(total, &parts));
     Ok(())

@@ -403,6 +403,7 @@ impl System {
             ("LOG_LEVEL", "info,lapin=off,sqlx=warn".to_owned()),
             // The load of many clients comes from one address here.
             ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+            ("RATE_LIMIT_BURST", "1000000".to_owned()),
             ("SHUTDOWN_GRACE_PERIOD_SECONDS", "10".to_owned()),
             ("REDIS_URL", redis_url),
             ("ORDERFLOW_REDIS__KEY_PREFIX", format!("{name}:")),
