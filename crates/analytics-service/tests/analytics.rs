@@ -259,8 +259,11 @@ async fn events_arriving_while_the_database_is_down_are_counted_once_it_returns(
     app.cleanup().await;
 }
 
+/// The cached summary lives an hour here: only the refresh after each commit can make a read
+/// see the new order within the wait.
 async fn the_summary_is_never_stale_after_a_commit(backend: Backend) {
-    let app = TestApp::start(backend).await;
+    let app =
+        TestApp::start_with(backend, |settings| settings.analytics.summary_cache_ttl_seconds = 3600).await;
     for round in 1..=5 {
         app.publish_created(&order_created("gina", "widget", 1, "1", "2026-01-09T10:00:00Z")).await;
         let summary = app.wait_for_orders(round).await;

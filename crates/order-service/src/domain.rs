@@ -238,12 +238,20 @@ mod tests {
 
     #[test]
     fn fingerprint_tells_requests_apart() {
-        let a = NewOrder::parse(request("c", "p", 1, "1")).unwrap();
-        let b = NewOrder::parse(request("c", "p", 1, "1.01")).unwrap();
-        let c = NewOrder::parse(request("cp", "", 1, "1")).ok();
-        assert_eq!(a.fingerprint(), a.clone().fingerprint());
-        assert_ne!(a.fingerprint(), b.fingerprint());
-        assert!(c.is_none());
+        let fingerprint = |customer, product, quantity, total| {
+            NewOrder::parse(request(customer, product, quantity, total)).unwrap().fingerprint()
+        };
+        let a = fingerprint("ab", "c", 1, "1");
+        assert_eq!(a, fingerprint("ab", "c", 1, "1.00"), "the same order, written another way");
+        // Each field counts, and the ids' boundary too: "ab"+"c" is not "a"+"bc".
+        for other in [
+            fingerprint("a", "bc", 1, "1"),
+            fingerprint("ab", "d", 1, "1"),
+            fingerprint("ab", "c", 2, "1"),
+            fingerprint("ab", "c", 1, "1.01"),
+        ] {
+            assert_ne!(a, other);
+        }
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Sandbox {
     }
 }
 
-/// One running service process and everything it printed.
+/// One running service process and everything it printed; killed when dropped.
 pub struct ServiceProcess {
     pub name: &'static str,
     pub port: u16,
@@ -93,6 +93,13 @@ pub struct ServiceProcess {
     /// Started through bwrap: the service is bwrap's child.
     sandboxed: bool,
     lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for ServiceProcess {
+    /// bwrap itself goes with `kill_on_drop`; the service inside it must be killed on its own.
+    fn drop(&mut self) {
+        self.kill_sandboxed_service();
+    }
 }
 
 impl ServiceProcess {
@@ -212,8 +219,21 @@ impl ServiceProcess {
 
     /// SIGKILL: no shutdown hook runs, exactly like a crashed pod.
     pub async fn kill_hard(mut self) {
+        self.kill_sandboxed_service();
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+
+    /// SIGKILL to a sandboxed service itself. Killing bwrap is not enough: the service changed
+    /// its credentials (setpriv), which clears the parent-death signal bwrap set for it, so it
+    /// would outlive its sandbox (and keep consuming the run's queues).
+    fn kill_sandboxed_service(&self) {
+        let Some(pid) = self.child.id().filter(|_| self.sandboxed) else { return };
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let _ = std::process::Command::new("kill").args(["-KILL", child]).status();
+        }
     }
 
     /// SIGTERM, then waits for the process to exit; its exit status.

@@ -149,18 +149,24 @@ impl TestApp {
 
     /// On `backend`, with the test settings.
     pub async fn start(backend: Backend) -> TestApp {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// On `backend`, with the test settings adjusted by `adjust`.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         match backend {
-            Backend::Real => Self::spawn().await,
-            Backend::Embedded => Self::embedded().await,
+            Backend::Real => Self::spawn_with(adjust).await,
+            Backend::Embedded => Self::embedded(adjust).await,
         }
     }
 
     /// On SQLite, memory and the in-process bus, in a temporary directory of its own.
-    async fn embedded() -> TestApp {
+    async fn embedded(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         init_telemetry();
         let name = unique_name();
         let directory = TempDir(std::env::temp_dir().join(&name));
-        let settings = base_settings();
+        let mut settings = base_settings();
+        adjust(&mut settings);
         let pool =
             sqlite::open(&directory.0.join("analytics.db")).await.expect("open the analytics database");
         let parked = ParkedStore::open(&directory.0.join("bus.db")).await.expect("open the bus database");
