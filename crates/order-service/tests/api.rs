@@ -585,5 +585,30 @@ async fn without_keys_the_rate_limit_is_per_client_address() {
     let response = app.get("/orders").await;
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
+    // What a client claims is ignored unless it comes through a trusted proxy.
+    let claimed =
+        app.client.get(app.url("/orders")).header("x-forwarded-for", "203.0.113.1").send().await.unwrap();
+    assert_eq!(claimed.status(), 429);
+    app.cleanup().await;
+}
+
+/// Behind a trusted proxy (here the loopback address the test connects from), each client
+/// `X-Forwarded-For` names has its own bucket.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_rate_limit_is_per_forwarded_client() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit.requests_per_second = 0.01;
+        settings.rate_limit.burst = 1;
+        settings.rate_limit.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let get = |forwarded: &'static str| {
+        app.client.get(app.url("/orders")).header("x-forwarded-for", forwarded).send()
+    };
+    assert_eq!(get("203.0.113.1").await.unwrap().status(), 200);
+    assert_eq!(get("203.0.113.1").await.unwrap().status(), 429);
+    // A client writing another address first changes nothing: the proxy's entry is the last.
+    assert_eq!(get("198.51.100.7, 203.0.113.1").await.unwrap().status(), 429);
+    assert_eq!(get("203.0.113.2").await.unwrap().status(), 200);
     app.cleanup().await;
 }

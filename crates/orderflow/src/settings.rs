@@ -11,7 +11,7 @@
 //! | `ORDERFLOW_BUS__RETRY_DELAYS_MS` | `bus.*`: the in-process bus | `100,500,2000` |
 //! | `ORDERFLOW_OUTBOX__…`, `ORDERFLOW_ORDERS__…`, `ORDERFLOW_ANALYTICS__…` | the services' own sections | |
 //! | `NOTIFY_CHANNELS`, `WEBHOOK_URL`, `WEBHOOK_SECRET`, `ORDERFLOW_NOTIFICATIONS__…` | the worker's channels | `log` |
-//! | `API_KEYS`, `RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST` | `auth`, `rate_limit`: both APIs' keys and rate limit (`platform::access`) | no keys; 1000/s, burst 2000 |
+//! | `API_KEYS`, `RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`, `RATE_LIMIT_TRUSTED_PROXIES` | `auth`, `rate_limit`: both APIs' keys and rate limit (`platform::access`) | no keys; 1000/s, burst 2000 |
 //! | `LOG_LEVEL`, `LOG_FORMAT`, `SHUTDOWN_GRACE_PERIOD_SECONDS`, … | as for every service | |
 
 use std::path::{Path, PathBuf};

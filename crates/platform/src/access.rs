@@ -199,12 +199,100 @@ pub struct RateLimitSettings {
     pub requests_per_second: f64,
     /// Requests a client may make at once after a quiet spell.
     pub burst: u32,
+    /// Proxies in front (an ingress controller's pods, a load balancer), as addresses or ranges
+    /// (`10.0.0.0/8`). From one of them, the client's address is the last one in
+    /// `X-Forwarded-For` that is not itself such a proxy. Empty: the connection's peer is the
+    /// client, whatever it sends.
+    #[serde(deserialize_with = "crate::settings::list_or_comma_separated")]
+    pub trusted_proxies: Vec<AddressRange>,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        RateLimitSettings { requests_per_second: 1_000.0, burst: 2_000 }
+        RateLimitSettings { requests_per_second: 1_000.0, burst: 2_000, trusted_proxies: Vec::new() }
     }
+}
+
+/// An address or a range of them (CIDR): `192.0.2.7`, `10.0.0.0/8`, `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl AddressRange {
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.network, address.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for AddressRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("expected an address or a range such as 10.0.0.0/8, not {text:?}");
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address.trim().parse::<IpAddr>().map_err(|_| invalid())?.to_canonical();
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.trim().parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(invalid)?,
+            None => bits,
+        };
+        Ok(AddressRange { network, prefix })
+    }
+}
+
+impl fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl Serialize for AddressRange {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The address a request comes from: its connection's peer, or, when the peer is a trusted
+/// proxy, the nearest address in `X-Forwarded-For` that is not one (proxies append the address
+/// they received from, so what a client wrote itself stays to the left of it).
+fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[AddressRange]) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    let is_trusted = |address: IpAddr| trusted.iter().any(|range| range.contains(address));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut nearest = peer;
+    for hop in hops.iter().rev() {
+        // An entry that is not an address ends the walk: nothing left of it can be trusted.
+        let Ok(address) = hop.parse::<IpAddr>() else { break };
+        nearest = address.to_canonical();
+        if !is_trusted(nearest) {
+            break;
+        }
+    }
+    Some(nearest)
 }
 
 /// Above this, a token would take less than a nanosecond to refill.
@@ -213,7 +301,7 @@ const MAX_REQUESTS_PER_SECOND: f64 = 1e9;
 impl RateLimitSettings {
     /// No limit.
     pub fn off() -> Self {
-        RateLimitSettings { requests_per_second: 0.0, burst: 0 }
+        RateLimitSettings { requests_per_second: 0.0, burst: 0, trusted_proxies: Vec::new() }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -378,9 +466,10 @@ impl ApiGuard {
 
     /// The client a request comes from, or why it is refused (401/403).
     fn authenticate(&self, request: &Request) -> Result<Client, Refusal> {
-        let address = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
         if self.inner.keys.is_empty() {
-            return Ok(Client::of_address(address()));
+            let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+            let trusted = &self.inner.settings.trusted_proxies;
+            return Ok(Client::of_address(client_address(peer, request.headers(), trusted)));
         }
         let token = bearer_token(request.headers()).ok_or(Refusal::NoKey)?;
         // Looking the digest up, not the key, leaks nothing of a key through timing.
@@ -673,6 +762,11 @@ mod tests {
         assert_eq!(access.auth.api_keys[1].to_string(), other);
         assert_eq!(access.rate_limit.requests_per_second, 2.5);
         assert_eq!(access.rate_limit.burst, 5);
+        let access = load(&[("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8")]).unwrap();
+        assert_eq!(
+            access.rate_limit.trusted_proxies,
+            ["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
+        );
         let error = load(&[("API_KEYS", &format!("{other},my-secret:orders:read"))]).unwrap_err().to_string();
         assert!(error.contains("API_KEYS") && error.contains("entry 2"), "{error}");
         assert!(!error.contains("my-secret"), "a key written in clear is never echoed: {error}");
@@ -683,7 +777,7 @@ mod tests {
         let required = AuthSettings { api_keys: Vec::new(), required: true };
         assert!(required.validate().is_err(), "keys required, none set");
         for (rate, burst) in [(-1.0, 10), (f64::NAN, 10), (2e9, 10), (10.0, 0)] {
-            let settings = RateLimitSettings { requests_per_second: rate, burst };
+            let settings = RateLimitSettings { requests_per_second: rate, burst, ..RateLimitSettings::off() };
             assert!(settings.validate().is_err(), "{rate}/{burst}");
         }
         assert!(RateLimitSettings::off().validate().is_ok());
@@ -697,6 +791,53 @@ mod tests {
         assert_ne!(client("2001:db8:1:2::1"), client("2001:db8:1:3::1"));
         assert_eq!(client("::ffff:192.0.2.7"), client("192.0.2.7"));
         assert_ne!(client("192.0.2.7"), client("192.0.2.8"));
+    }
+
+    #[test]
+    fn address_ranges_hold_their_addresses() {
+        let range = |text: &str| text.parse::<AddressRange>().unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(range("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!range("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(range("192.0.2.7").contains(ip("192.0.2.7")));
+        assert!(!range("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(range("192.0.2.0/24").contains(ip("::ffff:192.0.2.9")), "IPv4-mapped IPv6 is IPv4");
+        assert!(range("fd00::/8").contains(ip("fd12::1")));
+        assert!(!range("fd00::/8").contains(ip("fe80::1")));
+        assert!(range("0.0.0.0/0").contains(ip("203.0.113.1")));
+        assert!(!range("0.0.0.0/0").contains(ip("::1")), "a range is of one family");
+        for bad in ["10.0.0.0/33", "fd00::/129", "example.com", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<AddressRange>().is_err(), "{bad}");
+        }
+        assert_eq!(range("10.1.0.0/16").to_string(), "10.1.0.0/16");
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_client_is_the_nearest_untrusted_hop() {
+        let trusted: Vec<AddressRange> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        let forwarded = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        // A client that is not a proxy is itself, whatever it claims.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &forwarded("198.51.100.1"), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through the ingress: the address it appended, not what the client wrote before it.
+        let through = forwarded("198.51.100.1, 203.0.113.9, 10.0.0.7");
+        assert_eq!(client_address(ip("10.0.0.5"), &through, &trusted), ip("203.0.113.9"));
+        // An entry that is no address stops the walk at the last trusted hop.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), &forwarded("203.0.113.9, bogus"), &trusted),
+            ip("10.0.0.5")
+        );
+        // No header: the proxy itself.
+        assert_eq!(client_address(ip("10.0.0.5"), &HeaderMap::new(), &trusted), ip("10.0.0.5"));
+        // No trusted proxy configured: the header is never read.
+        assert_eq!(client_address(ip("10.0.0.5"), &through, &[]), ip("10.0.0.5"));
     }
 
     #[test]

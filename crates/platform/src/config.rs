@@ -56,6 +56,7 @@ pub const FLAT_ENV: &[(&str, &str)] = &[
     ("API_KEYS", "auth.api_keys"),
     ("RATE_LIMIT_PER_SECOND", "rate_limit.requests_per_second"),
     ("RATE_LIMIT_BURST", "rate_limit.burst"),
+    ("RATE_LIMIT_TRUSTED_PROXIES", "rate_limit.trusted_proxies"),
 ];
 
 /// A configuration that cannot be used. Its message is one line that names the key.
