@@ -1,5 +1,5 @@
 //! What every orderflow service needs and none of them owns: configuration, telemetry, metrics,
-//! health, HTTP plumbing, graceful shutdown, the MySQL/Redis connection settings, and the SQLite
+//! health, HTTP plumbing and API access (keys, rate limits), graceful shutdown, the MySQL/Redis connection settings, and the SQLite
 //! opening rules of the embedded mode.
 
 pub mod access;
