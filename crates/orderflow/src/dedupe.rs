@@ -137,24 +137,9 @@ impl Dedupe for SqliteDedupe {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use test_support::TempDir;
 
     use super::*;
-
-    /// A directory of the test's own, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            TempDir(std::env::temp_dir().join(format!("orderflow-dedupe-{}", Uuid::new_v4().simple())))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     #[tokio::test]
     async fn claims_once_and_remembers_across_restarts() {

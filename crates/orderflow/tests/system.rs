@@ -10,26 +10,11 @@ use std::{
 
 use orderflow::{Orderflow, Runtimes, Settings};
 use serde_json::{Value, json};
-use test_support::{eventually, unique_name};
+use test_support::{TempDir, eventually};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
-
-/// A data directory of its own, removed on drop.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> DataDir {
-        DataDir(std::env::temp_dir().join(unique_name()))
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn order(customer: &str, amount: &str) -> Value {
     let amount: Value = serde_json::from_str(amount).unwrap();
@@ -42,7 +27,7 @@ async fn json_of(response: reqwest::Response) -> Value {
 
 #[tokio::test]
 async fn an_order_goes_through_all_three_services() {
-    let data = DataDir::new();
+    let data = TempDir::new();
     let settings = Settings {
         data_dir: data.0.clone(),
         order_port: 0,
@@ -145,7 +130,7 @@ impl Process {
 
 #[tokio::test]
 async fn orders_accepted_before_a_crash_are_each_processed_once_after_the_restart() {
-    let data = DataDir::new();
+    let data = TempDir::new();
     let client = reqwest::Client::new();
     let mut first = Process::start(&data.0).await;
 
@@ -233,13 +218,13 @@ async fn the_docs_pages_list_every_operation_in_a_headless_browser() {
         );
         return;
     };
-    let data = DataDir::new();
+    let data = TempDir::new();
     let process = Process::start(&data.0).await;
     let client = reqwest::Client::new();
     for service in ["order-service", "analytics-service"] {
         let document = json_of(client.get(process.url(service, "/openapi.json")).send().await.unwrap()).await;
         let paths: BTreeSet<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
-        let profile = DataDir::new();
+        let profile = TempDir::new();
         let browser = Command::new(&chromium)
             .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             .arg(format!("--user-data-dir={}", profile.0.display()))
@@ -273,9 +258,9 @@ async fn try_it_out_on_the_docs_page_creates_an_order() {
         );
         return;
     };
-    let data = DataDir::new();
+    let data = TempDir::new();
     let process = Process::start(&data.0).await;
-    let profile = DataDir::new();
+    let profile = TempDir::new();
     let browser = WebDriver::start(&chromedriver, &chromium, &profile.0).await;
 
     browser.open(&process.url("order-service", "/docs/")).await;

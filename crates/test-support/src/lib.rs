@@ -9,7 +9,10 @@ mod proxy;
 mod publisher;
 mod redis_server;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use sqlx::{Connection, Executor, MySqlConnection};
 
@@ -63,6 +66,65 @@ pub fn unique_name() -> String {
     let seconds = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{TEST_PREFIX}_{seconds}_{}", &random[..10])
+}
+
+/// A directory of the test's own in the system's temporary directory, named like its databases
+/// and queues; removed when dropped, also when the test fails.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        TempDir(std::env::temp_dir().join(unique_name()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        TempDir::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a service test runs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// MariaDB, Redis and RabbitMQ.
+    Real,
+    /// SQLite, memory and the in-process bus.
+    Embedded,
+}
+
+/// For each `async fn name(backend: Backend)` listed, one test per backend:
+/// `real::name` and `embedded::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::Backend::Real).await
+                }
+            )+
+        }
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::Backend::Embedded).await
+                }
+            )+
+        }
+    };
 }
 
 /// The system's queues under names only this test run uses (`<name>.analytics.orders`, …).

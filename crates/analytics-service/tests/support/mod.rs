@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use analytics_service::{
     Application, Backends,
@@ -30,53 +30,13 @@ use messaging::{
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::{Value, json};
 pub use test_support::{
-    EventListener, Listener, ReceivedEvent, TestDatabase, TestPublisher, eventually, unique_name,
+    Backend, EventListener, Listener, ReceivedEvent, TempDir, TestDatabase, TestPublisher, eventually,
+    unique_name,
 };
-use tokio::sync::mpsc;
-
-/// Where a test runs the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// MariaDB, Redis and RabbitMQ.
-    Real,
-    /// SQLite, memory and the in-process bus.
-    Embedded,
-}
-
-/// For each `async fn name(backend: Backend)` listed, one test per backend:
-/// `real::name` and `embedded::name`.
-#[allow(unused_macros)]
-macro_rules! on_both_backends {
-    ($($test:ident),+ $(,)?) => {
-        mod real {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::support::Backend::Real).await
-                }
-            )+
-        }
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::support::Backend::Embedded).await
-                }
-            )+
-        }
-    };
-}
+// Not every test binary runs on both backends.
 #[allow(unused_imports)]
-pub(crate) use on_both_backends;
-
-/// A directory of the test's own, removed when dropped (also when the test fails).
-pub struct TempDir(pub PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use test_support::on_both_backends;
+use tokio::sync::mpsc;
 
 /// What the test created and must remove, and how it reaches the service's queue.
 enum Isolation {

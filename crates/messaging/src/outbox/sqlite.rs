@@ -170,18 +170,9 @@ impl OutboxStore for SqliteOutbox {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use test_support::TempDir;
 
     use super::*;
-
-    /// A directory of the test's own, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// The services' outbox table, in a database file of its own.
     async fn outbox() -> (SqliteOutbox, TempDir) {
