@@ -38,6 +38,7 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::openapi::{OpenApi, path::Operation};
 
 use crate::{ApiError, ConfigError};
 
@@ -436,19 +437,6 @@ impl ApiGuard {
         guard
     }
 
-    /// A guard that lets everything through (tests, tools).
-    pub fn open(required_scope: RequiredScope) -> ApiGuard {
-        ApiGuard {
-            inner: Arc::new(Guard {
-                keys: HashMap::new(),
-                required_scope,
-                limiter: None,
-                settings: RateLimitSettings::off(),
-                rate_limited: Family::default(),
-            }),
-        }
-    }
-
     /// Whether requests need a key (keys are configured).
     pub fn requires_keys(&self) -> bool {
         !self.inner.keys.is_empty()
@@ -617,7 +605,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Declares the guard in an API's OpenAPI document: the `apiKey` bearer scheme, each operation's
 /// scope (or no key at all, where the deployment configures none: a deployment with keys serves
 /// its document through [`require_keys`]), and the 401, 403 and 429 answers with their headers.
-pub fn document(api: &mut utoipa::openapi::OpenApi, required_scope: impl Fn(&Method) -> Scope) {
+pub fn document(api: &mut OpenApi, required_scope: impl Fn(&Method) -> Scope) {
     use utoipa::openapi::{
         ContentBuilder, Ref, ResponseBuilder,
         header::HeaderBuilder,
@@ -657,33 +645,23 @@ pub fn document(api: &mut utoipa::openapi::OpenApi, required_scope: impl Fn(&Met
     }
     let too_many = too_many.build();
 
-    for path in api.paths.paths.values_mut() {
-        let operations = [
-            (Method::GET, &mut path.get),
-            (Method::PUT, &mut path.put),
-            (Method::POST, &mut path.post),
-            (Method::DELETE, &mut path.delete),
-            (Method::PATCH, &mut path.patch),
-        ];
-        for (method, operation) in operations {
-            let Some(operation) = operation else { continue };
-            let scope = required_scope(&method);
-            operation.security = Some(vec![
-                SecurityRequirement::new(SECURITY_SCHEME, [scope.as_str()]),
-                SecurityRequirement::default(),
-            ]);
-            let responses = &mut operation.responses.responses;
-            for response in responses.values_mut() {
-                if let utoipa::openapi::RefOr::T(response) = response {
-                    for (name, header) in &rate_limit_headers {
-                        response.headers.entry(name.to_string()).or_insert_with(|| header.clone());
-                    }
+    for (method, operation) in operations(api) {
+        let scope = required_scope(&method);
+        operation.security = Some(vec![
+            SecurityRequirement::new(SECURITY_SCHEME, [scope.as_str()]),
+            SecurityRequirement::default(),
+        ]);
+        let responses = &mut operation.responses.responses;
+        for response in responses.values_mut() {
+            if let utoipa::openapi::RefOr::T(response) = response {
+                for (name, header) in &rate_limit_headers {
+                    response.headers.entry(name.to_string()).or_insert_with(|| header.clone());
                 }
             }
-            responses.insert("401".into(), unauthorized.clone().into());
-            responses.insert("403".into(), forbidden.clone().into());
-            responses.insert("429".into(), too_many.clone().into());
         }
+        responses.insert("401".into(), unauthorized.clone().into());
+        responses.insert("403".into(), forbidden.clone().into());
+        responses.insert("429".into(), too_many.clone().into());
     }
     let scheme = HttpBuilder::new()
         .scheme(HttpAuthScheme::Bearer)
@@ -700,15 +678,27 @@ pub fn document(api: &mut utoipa::openapi::OpenApi, required_scope: impl Fn(&Met
 
 /// Turns a [`document`]ed API's keys from optional to required, as a deployment with keys
 /// serves it: each operation then needs its scope, with no keyless alternative.
-pub fn require_keys(api: &mut utoipa::openapi::OpenApi) {
-    for path in api.paths.paths.values_mut() {
-        let operations = [&mut path.get, &mut path.put, &mut path.post, &mut path.delete, &mut path.patch];
-        for operation in operations.into_iter().flatten() {
-            if let Some(requirements) = &mut operation.security {
-                requirements.retain(|requirement| requirement != &Default::default());
-            }
+pub fn require_keys(api: &mut OpenApi) {
+    for (_, operation) in operations(api) {
+        if let Some(requirements) = &mut operation.security {
+            requirements.retain(|requirement| requirement != &Default::default());
         }
     }
+}
+
+/// Every operation of a document, with its method.
+fn operations(api: &mut OpenApi) -> impl Iterator<Item = (Method, &mut Operation)> + '_ {
+    api.paths.paths.values_mut().flat_map(|path| {
+        [
+            (Method::GET, &mut path.get),
+            (Method::PUT, &mut path.put),
+            (Method::POST, &mut path.post),
+            (Method::DELETE, &mut path.delete),
+            (Method::PATCH, &mut path.patch),
+        ]
+        .into_iter()
+        .filter_map(|(method, operation)| Some((method, operation.as_mut()?)))
+    })
 }
 
 /// The name of the API-key scheme in the OpenAPI documents.
