@@ -9,7 +9,8 @@ use messaging::{
     MessagingMetrics, OutgoingMessage,
     outbox::{
         OutboxStore, Relay, RelaySettings,
-        mysql::{MySqlOutbox, enqueue},
+        enqueue_reserved,
+        mysql::MySqlOutbox,
     },
     rabbitmq::RabbitMq,
 };
@@ -218,7 +219,7 @@ async fn two_relays_publish_every_row_once() {
         })
         .collect();
     let mut tx = pool.begin().await.unwrap();
-    enqueue(&mut tx, &messages, Duration::ZERO).await.unwrap();
+    enqueue_reserved(&mut *tx, &messages, Duration::ZERO).await.unwrap();
     tx.commit().await.unwrap();
 
     let shutdown = platform::Shutdown::new();

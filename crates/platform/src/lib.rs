@@ -13,6 +13,7 @@ pub mod redis;
 pub mod retention;
 pub mod settings;
 pub mod shutdown;
+pub mod sql;
 pub mod sqlite;
 pub mod telemetry;
 

@@ -311,13 +311,20 @@ async fn replicas_on_a_three_node_cluster_stay_exact_through_node_losses_and_cra
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every event notified; more than once only what the killed worker had sent and not yet
+    // marked as sent: the sends in flight and the chunk being recorded, each at most
+    // `concurrency` (the README's "gaps by nature").
     let calls = system.webhook.calls();
     let once: HashSet<&str> = calls.iter().map(|call| call.event_id.as_str()).collect();
-    assert_eq!((calls.len(), once.len()), (2 * total, 2 * total), "each event notified once");
+    assert_eq!(once.len(), 2 * total, "every event notified");
+    let repeats = calls.len() - once.len();
+    let in_hand = 2 * notification_worker::settings::NotificationSettings::default().concurrency;
+    assert!(repeats <= in_hand, "{repeats} repeated notifications, more than the {in_hand} the killed worker had in hand");
     let parked = system.parked_messages().await;
     assert_eq!(parked, 0, "nothing parked");
     eprintln!(
-        "scale-out: exact: {total} orders counted, processed and notified once per event ({} webhook calls), \
+        "scale-out: exact: {total} orders counted and processed once, every event notified ({} webhook calls, \
+         {repeats} repeated by the killed worker), \
          nothing parked; broker node stops (replicas moved, longest failover, analytics caught up): {}",
         calls.len(),
         figures

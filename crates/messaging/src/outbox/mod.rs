@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use crate::{EventPublisher, MessagingMetrics, OutgoingMessage, PublishError, metrics::RoutingLabels};
-use platform::Shutdown;
+use platform::{Shutdown, sql};
 
 /// An outbox row leased for publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,43 @@ impl RelaySettings {
 /// How long rows handed to the local relay stay out of reach of the polling relays: long enough
 /// for a normal publish, short enough that the rows of a process that died go out soon.
 pub const HANDOFF_RESERVATION: Duration = Duration::from_secs(10);
+
+/// Writes `messages` into the outbox inside the producer's transaction, reserved for
+/// [`HANDOFF_RESERVATION`]: after the commit, hand them to the relay with
+/// [`OutboxHandoff::publish_committed`].
+pub async fn enqueue(executor: &mut dyn sql::Executor, messages: &[OutgoingMessage]) -> Result<(), sqlx::Error> {
+    enqueue_reserved(executor, messages, HANDOFF_RESERVATION).await
+}
+
+/// Writes `messages` into the outbox, out of the polling relays' reach for `reserved_for`.
+pub async fn enqueue_reserved(
+    executor: &mut dyn sql::Executor,
+    messages: &[OutgoingMessage],
+    reserved_for: Duration,
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let rows = messages.iter().map(|message| {
+        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
+        vec![
+            message.event_id.into(),
+            message.event_type.as_str().into(),
+            message.routing_key.as_str().into(),
+            message.payload.clone().into(),
+            headers.into(),
+            message.timestamp.into(),
+            (message.timestamp + reserved_for).into(),
+        ]
+    });
+    let insert = sql::Statement::insert(
+        "outbox",
+        &["event_id", "event_type", "routing_key", "payload", "headers", "created_at", "available_at"],
+        rows,
+    );
+    executor.execute(&insert).await?;
+    Ok(())
+}
 
 /// Events handed from the producer to its relay without a round trip through the table.
 const HANDOFF_CAPACITY: usize = 16_384;

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire, MySqlConnection, MySqlPool, QueryBuilder, Row};
+use sqlx::{Acquire, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{Backlog, OutboxError, OutboxRecord, OutboxStore, where_in};
@@ -15,32 +15,6 @@ use crate::OutgoingMessage;
 
 const MAX_ERROR_LENGTH: usize = 1000;
 
-/// Writes `messages` into the outbox on `connection`, inside the caller's transaction. Relays
-/// polling the table leave them alone for `reserved_for` (see [`super::HANDOFF_RESERVATION`]).
-pub async fn enqueue(
-    connection: &mut MySqlConnection,
-    messages: &[OutgoingMessage],
-    reserved_for: Duration,
-) -> Result<(), sqlx::Error> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let mut insert = QueryBuilder::new(
-        "INSERT INTO outbox (event_id, event_type, routing_key, payload, headers, created_at, available_at) ",
-    );
-    insert.push_values(messages, |mut row, message| {
-        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
-        row.push_bind(message.event_id)
-            .push_bind(message.event_type.as_str())
-            .push_bind(message.routing_key.as_str())
-            .push_bind(message.payload.as_slice())
-            .push_bind(headers)
-            .push_bind(message.timestamp)
-            .push_bind(message.timestamp + reserved_for);
-    });
-    insert.build().execute(connection).await?;
-    Ok(())
-}
 
 pub struct MySqlOutbox {
     pool: MySqlPool,

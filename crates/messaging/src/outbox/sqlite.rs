@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use platform::sqlite::{begin_write, parse_time, time_text};
-use sqlx::{QueryBuilder, Row, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{Backlog, OutboxError, OutboxRecord, OutboxStore, where_in};
@@ -18,33 +18,6 @@ use crate::OutgoingMessage;
 
 const MAX_ERROR_LENGTH: usize = 1000;
 
-/// Writes `messages` into the outbox on `connection`, inside the caller's (write) transaction.
-/// The relay's polling leaves them alone for `reserved_for` (see [`super::HANDOFF_RESERVATION`]).
-pub async fn enqueue(
-    connection: &mut SqliteConnection,
-    messages: &[OutgoingMessage],
-    reserved_for: Duration,
-) -> Result<(), sqlx::Error> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let mut insert = QueryBuilder::new(
-        "INSERT INTO outbox (event_id, event_type, routing_key, payload, headers, created_at, available_at) ",
-    );
-    insert.push_values(messages, |mut row, message| {
-        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
-        let available_at = time_text(message.timestamp + reserved_for);
-        row.push_bind(message.event_id)
-            .push_bind(message.event_type.clone())
-            .push_bind(message.routing_key.clone())
-            .push_bind(message.payload.clone())
-            .push_bind(headers)
-            .push_bind(time_text(message.timestamp))
-            .push_bind(available_at);
-    });
-    insert.build().execute(connection).await?;
-    Ok(())
-}
 
 pub struct SqliteOutbox {
     pool: SqlitePool,
@@ -204,7 +177,7 @@ mod tests {
 
     async fn enqueue_all(outbox: &SqliteOutbox, messages: &[OutgoingMessage]) {
         let mut tx = begin_write(&outbox.pool).await.unwrap();
-        enqueue(&mut tx, messages, Duration::ZERO).await.unwrap();
+        crate::outbox::enqueue_reserved(&mut tx, messages, Duration::ZERO).await.unwrap();
         tx.commit().await.unwrap();
     }
 

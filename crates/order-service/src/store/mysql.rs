@@ -14,7 +14,6 @@ use sqlx::{MySqlPool, QueryBuilder, Row, mysql::MySqlRow};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use messaging::outbox::HANDOFF_RESERVATION;
 
 use super::{
     CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError,
@@ -219,7 +218,7 @@ async fn insert_all(pool: &MySqlPool, requests: &[WriteRequest]) -> Result<(), s
     orders.build().execute(&mut *tx).await?;
 
     let events: Vec<_> = requests.iter().map(|r| r.command.event.clone()).collect();
-    messaging::outbox::mysql::enqueue(&mut tx, &events, HANDOFF_RESERVATION).await?;
+    messaging::outbox::enqueue(&mut *tx, &events).await?;
 
     let claims: Vec<(&IdempotencyClaim, &Order)> = requests
         .iter()

@@ -153,7 +153,7 @@ async fn insert_all(tx: &mut SqliteConnection, commands: &[&CreateCommand]) -> R
     orders.build().execute(&mut *tx).await?;
 
     let events: Vec<_> = commands.iter().map(|command| command.event.clone()).collect();
-    messaging::outbox::sqlite::enqueue(&mut *tx, &events, messaging::outbox::HANDOFF_RESERVATION).await?;
+    messaging::outbox::enqueue(tx, &events).await?;
 
     let claims: Vec<(&IdempotencyClaim, &Order)> = commands
         .iter()
