@@ -67,7 +67,7 @@ fn api() -> OpenApiRouter<AnalyticsService> {
 /// The single place where store failures become HTTP answers.
 fn store_error(error: StoreError) -> ApiError {
     match error {
-        StoreError::Unavailable(_) | StoreError::Conflict(_) => {
+        StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Raced => {
             tracing::warn!(event = "database_unavailable", error = %error, "analytics database unavailable");
             ApiError::unavailable("the analytics database is unavailable, try again shortly")
         }
@@ -85,9 +85,9 @@ fn only(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiErr
     }
 }
 
-/// Summary of every order counted
+/// Summary of the orders that stand (created, not cancelled)
 #[utoipa::path(get, path = "/analytics/summary", tag = "analytics", responses(
-    (status = 200, description = "The summary (cached for a few seconds; refreshed as orders are counted)", body = Summary),
+    (status = 200, description = "The summary (cached for a few seconds; refreshed as orders are counted or cancelled)", body = Summary),
     (status = 503, description = "The analytics database is unavailable",
         body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
 ))]

@@ -29,7 +29,7 @@ use crate::{
     consumer::OrderEventsHandler,
     service::AnalyticsService,
     settings::Settings,
-    store::{AnalyticsStore, mysql::MySqlAnalyticsStore},
+    store::{AnalyticsStore, sql::SqlAnalyticsStore},
 };
 
 pub const SERVICE_NAME: &str = "analytics-service";
@@ -69,7 +69,7 @@ impl Application {
             runtime.shutdown.clone(),
         )?;
         let backends = Backends {
-            store: Arc::new(MySqlAnalyticsStore::new(pool.clone())),
+            store: Arc::new(SqlAnalyticsStore::new(pool.clone())),
             outbox: Arc::new(MySqlOutbox::new(pool)),
             cache: Arc::new(RedisCache::new(&settings.redis)?),
             bus: Arc::new(rabbit),

@@ -10,8 +10,9 @@ use platform::cache::{CacheMetrics, VersionedCache};
 use uuid::Uuid;
 
 use crate::{
-    domain::{OrderFact, Summary},
-    store::{AnalyticsStore, Applied, Counted, StoreError},
+    domain::Effect,
+    domain::OrderFact,
+    store::{AnalyticsStore, Applied, Incoming, StoreError, VersionedSummary},
 };
 
 pub const PROCESSED_BY: &str = "analytics-service";
@@ -41,14 +42,12 @@ impl AnalyticsService {
         self.store.as_ref()
     }
 
-    /// Counts each order once, however often its event arrives; then refreshes the cached summary
-    /// so that readers see the new totals at once.
-    pub async fn count(&self, batch: Vec<Counted>) -> Result<Applied, StoreError> {
-        let applied = self.store.apply(&batch).await?;
-        if applied.new.iter().any(|&new| new) {
-            let committed =
-                batch.into_iter().zip(&applied.new).filter(|(_, new)| **new).map(|(c, _)| c.processed_event);
-            self.outbox.publish_committed(committed);
+    /// Applies each event once, however often it arrives and in whatever order an order's
+    /// events come; then refreshes the cached summary so that readers see the new figures at once.
+    pub async fn apply(&self, batch: &[Incoming]) -> Result<Applied, StoreError> {
+        let applied = self.store.apply(batch).await?;
+        self.outbox.publish_committed(applied.emitted.iter().cloned());
+        if applied.effects.iter().any(|effect| matches!(effect, Effect::Counted | Effect::Cancelled)) {
             self.cache_summary(&applied.summary).await;
         }
         Ok(applied)
@@ -71,12 +70,11 @@ impl AnalyticsService {
         Ok(self.cache_summary(&summary).await)
     }
 
-    /// Caches `summary` unless a newer one is cached: the order count only grows, so it is the
-    /// version. Returns its JSON body.
-    async fn cache_summary(&self, summary: &Summary) -> Bytes {
-        let body = Bytes::from(serde_json::to_vec(summary).expect("a summary always serialises"));
+    /// Caches `summary` unless a newer one (of a later revision) is cached. Returns its JSON body.
+    async fn cache_summary(&self, summary: &VersionedSummary) -> Bytes {
+        let body = Bytes::from(serde_json::to_vec(&summary.summary).expect("a summary always serialises"));
         if let Err(error) =
-            self.cache.put(SUMMARY_KEY, summary.total_orders, body.clone(), self.summary_ttl).await
+            self.cache.put(SUMMARY_KEY, summary.revision, body.clone(), self.summary_ttl).await
         {
             self.cache_metrics.error();
             tracing::warn!(event = "cache_failed", error = %error, "could not refresh the cached summary");

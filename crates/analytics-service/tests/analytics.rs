@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Backend, TestApp, eventually, on_both_backends, order_created, parked_command};
+use support::{
+    Backend, TestApp, eventually, on_both_backends, order_cancelled, order_created, parked_command,
+};
 use test_support::{FaultProxy, host_port};
 
 on_both_backends!(
@@ -16,6 +18,7 @@ on_both_backends!(
     bad_messages_are_parked_and_never_block_the_queue,
     the_summary_is_never_stale_after_a_commit,
     the_service_serves_its_openapi_document,
+    cancellations_count_once_whatever_order_the_events_arrive_in,
 );
 
 async fn the_service_serves_its_openapi_document(backend: Backend) {
@@ -49,7 +52,8 @@ async fn counts_orders_exactly_and_serves_every_read_model(backend: Backend) {
     let empty = app.summary().await;
     assert_eq!(
         empty,
-        json!({"total_orders": 0, "total_revenue": 0, "average_order_value": 0, "total_quantity": 0, "last_updated": null})
+        json!({"total_orders": 0, "total_revenue": 0, "average_order_value": 0, "total_quantity": 0, "cancelled_orders": 0,
+            "last_updated": null})
     );
 
     let events = [
@@ -173,6 +177,76 @@ async fn a_redelivered_event_is_counted_once(backend: Backend) {
     assert!(
         test_support::metric_sum(&metrics, "messages_consumed_total", "outcome=\"duplicate\"") > 0.0,
         "{metrics}"
+    );
+    app.cleanup().await;
+}
+
+/// Every interleaving of an order's creation and cancellation, through the queue: the figures
+/// end as the orders that stand, and `OrderProcessed` goes out once per counted order.
+async fn cancellations_count_once_whatever_order_the_events_arrive_in(backend: Backend) {
+    let mut app = TestApp::start(backend).await;
+    let mut processed = app.listen("order.processed").await;
+    let order =
+        |customer: &str, amount: &str| order_created(customer, "widget", 1, amount, "2026-01-09T10:15:00Z");
+    let stands = order("sam", "1.00");
+    app.publish_created(&stands).await;
+
+    // created → cancelled
+    let a = order("ann", "2.00");
+    app.publish_created(&a).await;
+    app.wait_for_orders(2).await;
+    app.publish_cancelled(&order_cancelled(&a)).await;
+    app.wait_for_summary("cancelled_orders", 1).await;
+
+    // cancelled → created: never counted
+    let b = order("bob", "3.00");
+    app.publish_cancelled(&order_cancelled(&b)).await;
+    app.wait_for_summary("cancelled_orders", 2).await;
+    app.publish_created(&b).await;
+
+    // created → cancelled → created again, and a cancellation delivered twice
+    let c = order("cat", "4.00");
+    app.publish_created(&c).await;
+    let cancel_c = order_cancelled(&c);
+    for _ in 0..2 {
+        app.publish_cancelled(&cancel_c).await;
+    }
+    app.publish_created(&c).await;
+
+    // A cancellation parked (the database refusing it) and replayed after the order was counted.
+    let e = order("eve", "5.00");
+    app.publish_created(&e).await;
+    app.wait_for_summary("cancelled_orders", 3).await;
+    app.wait_for_orders(2).await;
+    app.refuse_cancellations(true).await;
+    app.publish_cancelled(&order_cancelled(&e)).await;
+    eventually(Duration::from_secs(20), "the cancellation parked", || async {
+        (app.queue_depths().await == (0, 1)).then_some(())
+    })
+    .await;
+    app.refuse_cancellations(false).await;
+    assert_eq!(app.summary().await["total_orders"], 2, "eve still counted while her cancellation is parked");
+    let replayed = app.parked(parked_command("parked replay")).await;
+    assert_eq!(replayed["queues"][0]["replayed"], 1);
+
+    let summary = app.wait_for_summary("cancelled_orders", 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.summary().await, summary, "nothing more changes");
+    assert_eq!(
+        (&summary["total_orders"], &summary["total_revenue"], &summary["total_quantity"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "only sam's order stands: {summary}"
+    );
+    for customer in ["ann", "bob", "cat", "eve"] {
+        assert_eq!(app.get(&format!("/analytics/customers/{customer}")).await.status(), 404, "{customer}");
+    }
+    let products = app.get_json("/analytics/products/top").await;
+    assert_eq!(products["products"][0]["orders"], 1, "{products}");
+    // sam, ann, cat and eve were counted (bob never was): one OrderProcessed each.
+    assert_eq!(processed.collect(4, Duration::from_secs(10)).await.len(), 4);
+    assert!(
+        processed.next(Duration::from_millis(500)).await.is_none(),
+        "one OrderProcessed per counted order"
     );
     app.cleanup().await;
 }
@@ -305,7 +379,7 @@ fn delivery(event: &Value) -> messaging::Delivery {
 #[tokio::test]
 async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_counted_once() {
     use analytics_service::{
-        consumer::OrderEventsHandler, service::AnalyticsService, store::mysql::MySqlAnalyticsStore,
+        consumer::OrderEventsHandler, service::AnalyticsService, store::sql::SqlAnalyticsStore,
     };
     use messaging::{
         EventHandler, HandleError, Handled,
@@ -331,7 +405,7 @@ async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_count
         messaging::MessagingMetrics::unregistered(),
     );
     let service = AnalyticsService::new(
-        Arc::new(MySqlAnalyticsStore::new(pool.clone())),
+        Arc::new(SqlAnalyticsStore::new(pool.clone())),
         Arc::new(platform::cache::memory::MemoryCache::default()),
         Duration::from_secs(10),
         relay.handoff(),
@@ -356,13 +430,13 @@ async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_count
         }
     }
     let summary = service.store().summary().await.unwrap();
-    assert_eq!((summary.total_orders, summary.total_revenue.minor()), (9, 1_800));
+    assert_eq!((summary.summary.total_orders, summary.summary.total_revenue.minor()), (9, 1_800));
 
     // Delivered again, the nine are duplicates and the tenth fails the same way.
     let again = handler.handle(&batch).await;
     assert_eq!(again.iter().filter(|outcome| outcome == &&Ok(Handled::Duplicate)).count(), 9);
     assert!(matches!(again[4], Err(HandleError::Permanent(_))));
-    assert_eq!(service.store().summary().await.unwrap().total_orders, 9);
+    assert_eq!(service.store().summary().await.unwrap().summary.total_orders, 9);
     pool.close().await;
     database.drop().await.unwrap();
 }

@@ -9,6 +9,7 @@ use crate::Money;
 pub mod event_type {
     pub const ORDER_CREATED: &str = "OrderCreated";
     pub const ORDER_PROCESSED: &str = "OrderProcessed";
+    pub const ORDER_CANCELLED: &str = "OrderCancelled";
 }
 
 /// Bounds every `OrderCreated` respects: order-service accepts nothing beyond them, and a
@@ -22,12 +23,15 @@ pub mod limits {
     pub const MAX_QUANTITY: u32 = 1_000_000;
     /// 100,000,000.00
     pub const MAX_TOTAL: Money = Money::from_minor(10_000_000_000);
+    /// Characters in a cancellation's `reason`.
+    pub const MAX_REASON_LENGTH: usize = 500;
 }
 
 /// Routing keys on the `orders` topic exchange.
 pub mod routing_key {
     pub const ORDER_CREATED: &str = "order.created";
     pub const ORDER_PROCESSED: &str = "order.processed";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
 }
 
 /// The envelope every event travels in.
@@ -56,6 +60,16 @@ pub struct OrderProcessed {
     pub order_id: Uuid,
     pub processed_by: String,
     pub metrics_updated: bool,
+}
+
+/// Emitted by order-service when an order is cancelled (once per order: cancelling a cancelled
+/// order emits nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    /// Why, as the customer gave it; `null` when not given.
+    pub reason: Option<String>,
+    pub cancelled_at: DateTime<Utc>,
 }
 
 /// Lifecycle of an order: `created` on acceptance, `processed` once analytics has counted it.
@@ -106,6 +120,7 @@ pub enum ContractError {
 pub enum Event {
     OrderCreated(Envelope<OrderCreated>),
     OrderProcessed(Envelope<OrderProcessed>),
+    OrderCancelled(Envelope<OrderCancelled>),
 }
 
 impl Envelope<OrderCreated> {
@@ -117,6 +132,12 @@ impl Envelope<OrderCreated> {
 impl Envelope<OrderProcessed> {
     pub fn order_processed(event_id: Uuid, timestamp: DateTime<Utc>, data: OrderProcessed) -> Self {
         Envelope { event_type: event_type::ORDER_PROCESSED.to_owned(), event_id, timestamp, data }
+    }
+}
+
+impl Envelope<OrderCancelled> {
+    pub fn order_cancelled(event_id: Uuid, timestamp: DateTime<Utc>, data: OrderCancelled) -> Self {
+        Envelope { event_type: event_type::ORDER_CANCELLED.to_owned(), event_id, timestamp, data }
     }
 }
 
@@ -151,6 +172,21 @@ impl Event {
                 }
             }
             event_type::ORDER_PROCESSED => Ok(Event::OrderProcessed(typed::<OrderProcessed>(raw)?)),
+            event_type::ORDER_CANCELLED => {
+                let event = typed::<OrderCancelled>(raw)?;
+                if event
+                    .data
+                    .reason
+                    .as_ref()
+                    .is_some_and(|reason| reason.chars().count() > limits::MAX_REASON_LENGTH)
+                {
+                    return Err(ContractError::Violation {
+                        event_type: event.event_type,
+                        reason: "reason has at most 500 characters".to_owned(),
+                    });
+                }
+                Ok(Event::OrderCancelled(event))
+            }
             other => Err(ContractError::UnknownEventType(other.to_owned())),
         }
     }
@@ -159,6 +195,7 @@ impl Event {
         match self {
             Event::OrderCreated(e) => e.event_id,
             Event::OrderProcessed(e) => e.event_id,
+            Event::OrderCancelled(e) => e.event_id,
         }
     }
 
@@ -166,6 +203,7 @@ impl Event {
         match self {
             Event::OrderCreated(e) => e.data.order_id,
             Event::OrderProcessed(e) => e.data.order_id,
+            Event::OrderCancelled(e) => e.data.order_id,
         }
     }
 
@@ -173,6 +211,7 @@ impl Event {
         match self {
             Event::OrderCreated(e) => &e.event_type,
             Event::OrderProcessed(e) => &e.event_type,
+            Event::OrderCancelled(e) => &e.event_type,
         }
     }
 }

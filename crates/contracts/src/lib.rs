@@ -15,8 +15,8 @@ mod money;
 pub mod topology;
 
 pub use events::{
-    ContractError, Envelope, Event, OrderCreated, OrderProcessed, OrderStatus, event_type, limits,
-    routing_key,
+    ContractError, Envelope, Event, OrderCancelled, OrderCreated, OrderProcessed, OrderStatus, event_type,
+    limits, routing_key,
 };
 pub use money::{Money, MoneyError, SCALE as MONEY_SCALE};
 pub use topology::{QueueBinding, Queues};

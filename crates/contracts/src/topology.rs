@@ -13,9 +13,9 @@ use crate::routing_key;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Queues {
-    /// analytics-service's queue: `order.created`.
+    /// analytics-service's queue: `order.created`, `order.cancelled`.
     pub analytics: String,
-    /// notification-worker's queue: `order.created` and `order.processed`.
+    /// notification-worker's queue: `order.created`, `order.processed`, `order.cancelled`.
     pub notifications: String,
     /// order-service's queue: `order.processed`.
     pub order_processed: String,
@@ -41,9 +41,10 @@ pub struct QueueBinding {
 }
 
 impl Queues {
-    pub const ANALYTICS_KEYS: &'static [&'static str] = &[routing_key::ORDER_CREATED];
+    pub const ANALYTICS_KEYS: &'static [&'static str] =
+        &[routing_key::ORDER_CREATED, routing_key::ORDER_CANCELLED];
     pub const NOTIFICATIONS_KEYS: &'static [&'static str] =
-        &[routing_key::ORDER_CREATED, routing_key::ORDER_PROCESSED];
+        &[routing_key::ORDER_CREATED, routing_key::ORDER_PROCESSED, routing_key::ORDER_CANCELLED];
     pub const ORDER_PROCESSED_KEYS: &'static [&'static str] = &[routing_key::ORDER_PROCESSED];
 
     /// Every consumer queue of the system with its bindings.
@@ -77,5 +78,6 @@ mod tests {
         };
         assert_eq!(consumers(routing_key::ORDER_CREATED), ["analytics.orders", "notifications.orders"]);
         assert_eq!(consumers(routing_key::ORDER_PROCESSED), ["notifications.orders", "orders.processed"]);
+        assert_eq!(consumers(routing_key::ORDER_CANCELLED), ["analytics.orders", "notifications.orders"]);
     }
 }

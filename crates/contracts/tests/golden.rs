@@ -1,12 +1,13 @@
 //! The wire format is pinned by golden samples: what we emit and what we accept.
 
 use chrono::{TimeZone, Utc};
-use contracts::{ContractError, Envelope, Event, Money, OrderCreated, OrderProcessed};
+use contracts::{ContractError, Envelope, Event, Money, OrderCancelled, OrderCreated, OrderProcessed};
 use serde_json::Value;
 use uuid::uuid;
 
 const CREATED: &str = include_str!("golden/order_created.json");
 const PROCESSED: &str = include_str!("golden/order_processed.json");
+const CANCELLED: &str = include_str!("golden/order_cancelled.json");
 
 fn created() -> Envelope<OrderCreated> {
     Envelope::order_created(
@@ -34,6 +35,18 @@ fn processed() -> Envelope<OrderProcessed> {
     )
 }
 
+fn cancelled() -> Envelope<OrderCancelled> {
+    Envelope::order_cancelled(
+        uuid!("0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e11"),
+        Utc.with_ymd_and_hms(2026, 1, 9, 13, 0, 0).unwrap(),
+        OrderCancelled {
+            order_id: uuid!("0192f5c4-8a2b-7c3d-9e4f-000000000001"),
+            reason: Some("ordered twice".into()),
+            cancelled_at: Utc.with_ymd_and_hms(2026, 1, 9, 13, 0, 0).unwrap(),
+        },
+    )
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
@@ -42,12 +55,19 @@ fn json(text: &str) -> Value {
 fn emitted_events_match_the_golden_samples() {
     assert_eq!(json(&serde_json::to_string(&created()).unwrap()), json(CREATED));
     assert_eq!(json(&serde_json::to_string(&processed()).unwrap()), json(PROCESSED));
+    assert_eq!(json(&serde_json::to_string(&cancelled()).unwrap()), json(CANCELLED));
 }
 
 #[test]
 fn golden_samples_parse_into_events() {
     assert_eq!(Event::from_json(CREATED.as_bytes()).unwrap(), Event::OrderCreated(created()));
     assert_eq!(Event::from_json(PROCESSED.as_bytes()).unwrap(), Event::OrderProcessed(processed()));
+    assert_eq!(Event::from_json(CANCELLED.as_bytes()).unwrap(), Event::OrderCancelled(cancelled()));
+    let without_reason = CANCELLED.replace("\"ordered twice\"", "null");
+    let Event::OrderCancelled(parsed) = Event::from_json(without_reason.as_bytes()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(parsed.data.reason, None);
 }
 
 #[test]
@@ -91,6 +111,11 @@ fn contract_violations_are_reported() {
     assert!(matches!(Event::from_json(huge_amount.as_bytes()), Err(ContractError::Violation { .. })));
     let long_id = CREATED.replace("product-456", &"p".repeat(129));
     assert!(matches!(Event::from_json(long_id.as_bytes()), Err(ContractError::Violation { .. })));
+
+    let long_reason = CANCELLED.replace("ordered twice", &"r".repeat(501));
+    assert!(matches!(Event::from_json(long_reason.as_bytes()), Err(ContractError::Violation { .. })));
+    let no_time = CANCELLED.replace("\"cancelled_at\": \"2026-01-09T13:00:00Z\"", "\"cancelled_at\": null");
+    assert!(matches!(Event::from_json(no_time.as_bytes()), Err(ContractError::InvalidPayload { .. })));
 
     let bad_id = CREATED.replace("0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f", "event-uuid-xxxx");
     assert!(matches!(Event::from_json(bad_id.as_bytes()), Err(ContractError::Malformed(_))));

@@ -7,11 +7,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use messaging::{
     MessagingMetrics, OutgoingMessage,
-    outbox::{
-        OutboxStore, Relay, RelaySettings,
-        enqueue_reserved,
-        mysql::MySqlOutbox,
-    },
+    outbox::{OutboxStore, Relay, RelaySettings, enqueue_reserved, mysql::MySqlOutbox},
     rabbitmq::RabbitMq,
 };
 use serde_json::Value;

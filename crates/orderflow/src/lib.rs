@@ -139,7 +139,7 @@ async fn assemble_analytics(settings: Settings, bus: InProcessBus) -> anyhow::Re
     let mut runtime = Runtime::new();
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
     let backends = analytics_service::Backends {
-        store: Arc::new(analytics_service::store::sqlite::SqliteAnalyticsStore::new(pool)),
+        store: Arc::new(analytics_service::store::sql::SqlAnalyticsStore::new(pool)),
         outbox: Arc::new(outbox),
         cache: Arc::new(MemoryCache::new(settings.cache_max_bytes)),
         bus: Arc::new(bus.connect(messaging_metrics.clone(), runtime.shutdown.clone())),

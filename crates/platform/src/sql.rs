@@ -9,7 +9,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use sqlx::{AssertSqlSafe, MySql, MySqlPool, Row as _, Sqlite, SqlitePool, mysql::MySqlRow, sqlite::SqliteRow};
+use sqlx::{
+    AssertSqlSafe, MySql, MySqlPool, Row as _, Sqlite, SqlitePool, mysql::MySqlRow, sqlite::SqliteRow,
+};
 use uuid::Uuid;
 
 use crate::sqlite::{begin_write, parse_time, time_text};
@@ -26,53 +28,19 @@ pub enum Value {
     Day(NaiveDate),
 }
 
-impl From<i64> for Value {
-    fn from(value: i64) -> Self {
-        Value::Int(value)
-    }
+/// `impl From<$type> for Value`, each into `Value::$variant`.
+macro_rules! values_from {
+    ($($type:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$type> for Value {
+            fn from(value: $type) -> Self {
+                Value::$variant(value.into())
+            }
+        })*
+    };
 }
 
-impl From<u32> for Value {
-    fn from(value: u32) -> Self {
-        Value::Int(i64::from(value))
-    }
-}
-
-impl From<&str> for Value {
-    fn from(value: &str) -> Self {
-        Value::Text(value.to_owned())
-    }
-}
-
-impl From<String> for Value {
-    fn from(value: String) -> Self {
-        Value::Text(value)
-    }
-}
-
-impl From<Vec<u8>> for Value {
-    fn from(value: Vec<u8>) -> Self {
-        Value::Bytes(value)
-    }
-}
-
-impl From<Uuid> for Value {
-    fn from(value: Uuid) -> Self {
-        Value::Id(value)
-    }
-}
-
-impl From<DateTime<Utc>> for Value {
-    fn from(value: DateTime<Utc>) -> Self {
-        Value::Time(value)
-    }
-}
-
-impl From<NaiveDate> for Value {
-    fn from(value: NaiveDate) -> Self {
-        Value::Day(value)
-    }
-}
+values_from!(i64 => Int, u32 => Int, &str => Text, String => Text, Vec<u8> => Bytes, Uuid => Id,
+    DateTime<Utc> => Time, NaiveDate => Day);
 
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(value: Option<T>) -> Self {
@@ -190,7 +158,9 @@ impl Dialect {
             .map(|update| match *update {
                 OnConflict::Add(column) => format!("{column} = {column} + {}", inserted(column)),
                 OnConflict::Least(column) => format!("{column} = {least}({column}, {})", inserted(column)),
-                OnConflict::Greatest(column) => format!("{column} = {greatest}({column}, {})", inserted(column)),
+                OnConflict::Greatest(column) => {
+                    format!("{column} = {greatest}({column}, {})", inserted(column))
+                }
                 OnConflict::Replace(column) => format!("{column} = {}", inserted(column)),
             })
             .collect();
@@ -300,14 +270,16 @@ mod mysql {
     type Query<'q> = sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>;
 
     pub fn query(statement: &Statement) -> Query<'_> {
-        statement.args.iter().fold(sqlx::query(AssertSqlSafe(statement.sql.as_str())), |query, value| match value {
-            Value::Null => query.bind(None::<i64>),
-            Value::Int(value) => query.bind(*value),
-            Value::Text(value) => query.bind(value.as_str()),
-            Value::Bytes(value) => query.bind(value.as_slice()),
-            Value::Id(value) => query.bind(*value),
-            Value::Time(value) => query.bind(*value),
-            Value::Day(value) => query.bind(*value),
+        statement.args.iter().fold(sqlx::query(AssertSqlSafe(statement.sql.as_str())), |query, value| {
+            match value {
+                Value::Null => query.bind(None::<i64>),
+                Value::Int(value) => query.bind(*value),
+                Value::Text(value) => query.bind(value.as_str()),
+                Value::Bytes(value) => query.bind(value.as_slice()),
+                Value::Id(value) => query.bind(*value),
+                Value::Time(value) => query.bind(*value),
+                Value::Day(value) => query.bind(*value),
+            }
         })
     }
 
@@ -335,14 +307,16 @@ mod sqlite {
     type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
     pub fn query(statement: &Statement) -> Query<'_> {
-        statement.args.iter().fold(sqlx::query(AssertSqlSafe(statement.sql.as_str())), |query, value| match value {
-            Value::Null => query.bind(None::<i64>),
-            Value::Int(value) => query.bind(*value),
-            Value::Text(value) => query.bind(value.as_str()),
-            Value::Bytes(value) => query.bind(value.as_slice()),
-            Value::Id(value) => query.bind(*value),
-            Value::Time(value) => query.bind(time_text(*value)),
-            Value::Day(value) => query.bind(time_text(value.and_time(NaiveTime::MIN).and_utc())),
+        statement.args.iter().fold(sqlx::query(AssertSqlSafe(statement.sql.as_str())), |query, value| {
+            match value {
+                Value::Null => query.bind(None::<i64>),
+                Value::Int(value) => query.bind(*value),
+                Value::Text(value) => query.bind(value.as_str()),
+                Value::Bytes(value) => query.bind(value.as_slice()),
+                Value::Id(value) => query.bind(*value),
+                Value::Time(value) => query.bind(time_text(*value)),
+                Value::Day(value) => query.bind(time_text(value.and_time(NaiveTime::MIN).and_utc())),
+            }
         })
     }
 
@@ -355,9 +329,12 @@ mod sqlite {
                 Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(index)?.into(),
                 Kind::Id => row.try_get::<Option<Uuid>, _>(index)?.into(),
                 Kind::Time => row.try_get::<Option<&str>, _>(index)?.map(parse_time).transpose()?.into(),
-                Kind::Day => {
-                    row.try_get::<Option<&str>, _>(index)?.map(parse_time).transpose()?.map(|t| t.date_naive()).into()
-                }
+                Kind::Day => row
+                    .try_get::<Option<&str>, _>(index)?
+                    .map(parse_time)
+                    .transpose()?
+                    .map(|t| t.date_naive())
+                    .into(),
             };
             values.push(value);
         }
@@ -380,7 +357,11 @@ macro_rules! executor {
                 Ok($module::query(statement).execute($executor).await?.rows_affected())
             }
 
-            async fn fetch(&mut self, statement: &Statement, columns: &[Kind]) -> Result<Vec<Row>, sqlx::Error> {
+            async fn fetch(
+                &mut self,
+                statement: &Statement,
+                columns: &[Kind],
+            ) -> Result<Vec<Row>, sqlx::Error> {
                 let $this = self;
                 let rows = $module::query(statement).fetch_all($executor).await?;
                 rows.iter().map(|row| $module::row(row, columns)).collect()
@@ -463,7 +444,8 @@ mod tests {
 
     #[test]
     fn upserts_in_each_dialect() {
-        let updates = [OnConflict::Add("orders"), OnConflict::Least("first_at"), OnConflict::Replace("state")];
+        let updates =
+            [OnConflict::Add("orders"), OnConflict::Least("first_at"), OnConflict::Replace("state")];
         assert_eq!(
             Dialect::MySql.on_conflict("id", &updates),
             " ON DUPLICATE KEY UPDATE orders = orders + VALUES(orders), first_at = LEAST(first_at, VALUES(first_at)), \

@@ -319,7 +319,10 @@ async fn replicas_on_a_three_node_cluster_stay_exact_through_node_losses_and_cra
     assert_eq!(once.len(), 2 * total, "every event notified");
     let repeats = calls.len() - once.len();
     let in_hand = 2 * notification_worker::settings::NotificationSettings::default().concurrency;
-    assert!(repeats <= in_hand, "{repeats} repeated notifications, more than the {in_hand} the killed worker had in hand");
+    assert!(
+        repeats <= in_hand,
+        "{repeats} repeated notifications, more than the {in_hand} the killed worker had in hand"
+    );
     let parked = system.parked_messages().await;
     assert_eq!(parked, 0, "nothing parked");
     eprintln!(

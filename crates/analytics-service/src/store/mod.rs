@@ -1,28 +1,40 @@
 //! Where the aggregates live.
 
-pub mod mysql;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use messaging::{HandleError, OutgoingMessage};
+use uuid::Uuid;
 
-use crate::domain::{Bucket, CustomerTotal, Interval, OrderFact, ProductTotal, Ranking, Summary};
+use crate::domain::{Bucket, CustomerTotal, Effect, Interval, OrderChange, ProductTotal, Ranking, Summary};
 
-/// A new order to count, and the `OrderProcessed` event to emit once it is counted.
+/// An event for the store to apply.
 #[derive(Debug, Clone)]
-pub struct Counted {
-    pub fact: OrderFact,
-    pub processed_event: OutgoingMessage,
+pub struct Incoming {
+    pub event_id: Uuid,
+    pub change: OrderChange,
+    /// For a creation: the `OrderProcessed` event to emit if the order is counted now.
+    pub processed_event: Option<OutgoingMessage>,
 }
 
 /// What applying a batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// Per input, in order: true if counted now, false if it had been counted before.
-    pub new: Vec<bool>,
+    /// Per input, in order ([`Effect::NoChange`] for an event applied before).
+    pub effects: Vec<Effect>,
+    /// The `OrderProcessed` events written to the outbox, for the relay.
+    pub emitted: Vec<OutgoingMessage>,
     /// The summary as of the commit.
+    pub summary: VersionedSummary,
+}
+
+/// The summary with its revision, which grows with every change of the figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedSummary {
     pub summary: Summary,
+    pub revision: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,10 @@ pub enum StoreError {
     Rejected(#[source] sqlx::Error),
     #[error("analytics database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// Another consumer changed an order of the batch between reading and writing it: trying
+    /// again sees the change.
+    #[error("another consumer changed an order of this batch at the same moment")]
+    Raced,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -63,7 +79,9 @@ impl StoreError {
     pub fn into_handle_error(self) -> HandleError {
         match self {
             StoreError::Unavailable(_) => HandleError::Unavailable(self.to_string()),
-            StoreError::Conflict(_) | StoreError::Database(_) => HandleError::Transient(self.to_string()),
+            StoreError::Conflict(_) | StoreError::Raced | StoreError::Database(_) => {
+                HandleError::Transient(self.to_string())
+            }
             StoreError::Rejected(_) => HandleError::Permanent(self.to_string()),
         }
     }
@@ -71,10 +89,10 @@ impl StoreError {
 
 #[async_trait]
 pub trait AnalyticsStore: Send + Sync {
-    /// Counts the orders not counted before, records their event ids and their `OrderProcessed`
-    /// events, all in one transaction.
-    async fn apply(&self, batch: &[Counted]) -> Result<Applied, StoreError>;
-    async fn summary(&self) -> Result<Summary, StoreError>;
+    /// Applies the events not applied before, records their ids and the `OrderProcessed` events
+    /// of the orders counted, all in one transaction.
+    async fn apply(&self, batch: &[Incoming]) -> Result<Applied, StoreError>;
+    async fn summary(&self) -> Result<VersionedSummary, StoreError>;
     async fn top_products(&self, ranking: Ranking, limit: u32) -> Result<Vec<ProductTotal>, StoreError>;
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerTotal>, StoreError>;
     /// Buckets with at least one order in `[from, to)`, oldest first.

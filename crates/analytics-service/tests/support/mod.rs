@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 use analytics_service::{
     Application, Backends,
     settings::Settings,
-    store::sqlite::{self, SqliteAnalyticsStore},
+    store::{sql::SqlAnalyticsStore, sqlite},
 };
 use async_trait::async_trait;
 use messaging::{
@@ -136,7 +136,7 @@ impl TestApp {
             InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
                 .expect("bus settings");
         let backends = Backends {
-            store: Arc::new(SqliteAnalyticsStore::new(pool.clone())),
+            store: Arc::new(SqlAnalyticsStore::new(pool.clone())),
             outbox: Arc::new(SqliteOutbox::new(pool)),
             cache: Arc::new(MemoryCache::default()),
             bus: Arc::new(bus.clone()),
@@ -193,24 +193,36 @@ impl TestApp {
 
     /// Publishes an `OrderCreated` envelope as order-service would.
     pub async fn publish_created(&self, event: &Value) {
-        self.publish(event["event_id"].as_str(), "OrderCreated", event.to_string().as_bytes()).await;
+        self.publish(
+            event["event_id"].as_str(),
+            "OrderCreated",
+            "order.created",
+            event.to_string().as_bytes(),
+        )
+        .await;
+    }
+
+    /// Publishes an `OrderCancelled` envelope as order-service would.
+    pub async fn publish_cancelled(&self, event: &Value) {
+        let body = event.to_string();
+        self.publish(event["event_id"].as_str(), "OrderCancelled", "order.cancelled", body.as_bytes()).await;
     }
 
     /// Publishes anything on `order.created`, as a misbehaving producer could.
     pub async fn publish_raw(&self, body: &[u8]) {
-        self.publish(None, "", body).await;
+        self.publish(None, "", "order.created", body).await;
     }
 
-    async fn publish(&self, message_id: Option<&str>, event_type: &str, body: &[u8]) {
+    async fn publish(&self, message_id: Option<&str>, event_type: &str, routing_key: &str, body: &[u8]) {
         match &self.isolation {
             Isolation::Real { publisher, .. } => {
-                publisher.publish("order.created", message_id, body).await.expect("publish");
+                publisher.publish(routing_key, message_id, body).await.expect("publish");
             }
             Isolation::Embedded { bus, .. } => {
                 let message = OutgoingMessage {
                     event_id: message_id.and_then(|id| id.parse().ok()).unwrap_or_else(uuid::Uuid::now_v7),
                     event_type: event_type.to_owned(),
-                    routing_key: "order.created".to_owned(),
+                    routing_key: routing_key.to_owned(),
                     payload: body.to_vec(),
                     headers: Default::default(),
                     timestamp: chrono::Utc::now(),
@@ -272,6 +284,47 @@ impl TestApp {
     }
 
     /// Waits until the summary counts `orders` orders.
+    /// Runs `mysql` or `sqlite` (by backend) on the service's database, as an operator (or a
+    /// failure) could.
+    pub async fn execute_sql(&self, mysql: &'static str, sqlite: &'static str) {
+        use sqlx::Connection;
+        match &self.isolation {
+            Isolation::Real { database, .. } => {
+                let mut connection = sqlx::MySqlConnection::connect(&database.url()).await.expect("connect");
+                sqlx::query(mysql).execute(&mut connection).await.expect("run the statement");
+            }
+            Isolation::Embedded { directory, .. } => {
+                let url = format!("sqlite://{}", directory.path().join("analytics.db").display());
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+                sqlx::query(sqlite).execute(&mut connection).await.expect("run the statement");
+            }
+        }
+    }
+
+    /// Makes the database refuse (or accept again) every cancellation of a counted order.
+    pub async fn refuse_cancellations(&self, refuse: bool) {
+        if refuse {
+            self.execute_sql(
+                "CREATE TRIGGER refuse_cancellations BEFORE UPDATE ON order_ledger FOR EACH ROW \
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'cancellations refused'",
+                "CREATE TRIGGER refuse_cancellations BEFORE UPDATE ON order_ledger \
+                 BEGIN SELECT RAISE(ABORT, 'cancellations refused'); END",
+            )
+            .await;
+        } else {
+            self.execute_sql("DROP TRIGGER refuse_cancellations", "DROP TRIGGER refuse_cancellations").await;
+        }
+    }
+
+    /// Waits until the summary's `field` is `value`; returns the summary.
+    pub async fn wait_for_summary(&self, field: &str, value: i64) -> Value {
+        eventually(Duration::from_secs(30), &format!("{field} = {value}"), || async {
+            let summary = self.summary().await;
+            (summary[field] == value).then_some(summary)
+        })
+        .await
+    }
+
     pub async fn wait_for_orders(&self, orders: i64) -> Value {
         eventually(Duration::from_secs(30), &format!("{orders} orders counted"), || async {
             let summary = self.summary().await;
@@ -338,6 +391,16 @@ pub fn order_created(customer: &str, product: &str, quantity: u32, amount: &str,
             "quantity": quantity,
             "total_amount": amount,
         }
+    })
+}
+
+/// The `OrderCancelled` envelope of the order `created` announced.
+pub fn order_cancelled(created: &Value) -> Value {
+    json!({
+        "event_type": "OrderCancelled",
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "timestamp": chrono::Utc::now(),
+        "data": {"order_id": created["data"]["order_id"], "reason": "changed my mind", "cancelled_at": chrono::Utc::now()}
     })
 }
 

@@ -136,7 +136,10 @@ pub const HANDOFF_RESERVATION: Duration = Duration::from_secs(10);
 /// Writes `messages` into the outbox inside the producer's transaction, reserved for
 /// [`HANDOFF_RESERVATION`]: after the commit, hand them to the relay with
 /// [`OutboxHandoff::publish_committed`].
-pub async fn enqueue(executor: &mut dyn sql::Executor, messages: &[OutgoingMessage]) -> Result<(), sqlx::Error> {
+pub async fn enqueue(
+    executor: &mut dyn sql::Executor,
+    messages: &[OutgoingMessage],
+) -> Result<(), sqlx::Error> {
     enqueue_reserved(executor, messages, HANDOFF_RESERVATION).await
 }
 

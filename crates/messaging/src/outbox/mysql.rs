@@ -15,7 +15,6 @@ use crate::OutgoingMessage;
 
 const MAX_ERROR_LENGTH: usize = 1000;
 
-
 pub struct MySqlOutbox {
     pool: MySqlPool,
 }

@@ -18,7 +18,6 @@ use crate::OutgoingMessage;
 
 const MAX_ERROR_LENGTH: usize = 1000;
 
-
 pub struct SqliteOutbox {
     pool: SqlitePool,
 }

@@ -14,7 +14,6 @@ use sqlx::{MySqlPool, QueryBuilder, Row, mysql::MySqlRow};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-
 use super::{
     CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError,
     writer::{BatchWrite, WriteQueue, WriteRequest, WriterLimits},
