@@ -36,6 +36,7 @@ COMPONENTS = ("order-service", "analytics-service", "notification-worker")
 # Grafana's variables, as a dashboard on a 1 s scrape interval would fill them in.
 RATE_INTERVAL = "30s"
 ORDERS = 150
+CANCELLED = 15
 
 
 def free_port():
@@ -272,6 +273,8 @@ class Check:
         for order_id in created[:50]:
             fetch("GET", self.url("order-service", f"/orders/{order_id}"))
             fetch("GET", self.url("order-service", f"/orders/{order_id}"))
+        for order_id in created[-CANCELLED:]:
+            fetch("POST", self.url("order-service", f"/orders/{order_id}/cancel"), {"reason": "live check"})
         for _ in range(20):
             fetch("GET", self.url("analytics-service", "/analytics/summary"))
         fetch("GET", self.url("order-service", "/orders?limit=10"))
@@ -301,9 +304,11 @@ class Check:
             return 1
         self.wait("the service to answer again",
                   lambda: fetch("GET", self.url("order-service", "/readyz"))[0] == 200, 60)
-        self.wait("every order counted", lambda: json.loads(
-            fetch("GET", self.url("analytics-service", "/analytics/summary"))[1] or b"{}").get("total_orders") == ORDERS,
-            60)
+        def summary():
+            return json.loads(fetch("GET", self.url("analytics-service", "/analytics/summary"))[1] or b"{}")
+        self.wait("every order counted, net of the cancellations",
+                  lambda: (summary().get("total_orders"), summary().get("cancelled_orders"))
+                  == (ORDERS - CANCELLED, CANCELLED), 60)
         # A few more scrapes after the last event, and rates over a window that holds the load.
         time.sleep(5)
 
@@ -327,7 +332,7 @@ class Check:
         for failure in failures:
             print(f"  {failure}")
         print(f"dashboard queries with data: {with_data} of {len(chart.queries)}; alert expressions evaluated: "
-              f"{len(chart.alerts)} (true now, before any `for`: {', '.join(true_now) or 'none'}); {ORDERS} orders, {webhook.calls} webhook calls, "
+              f"{len(chart.alerts)} (true now, before any `for`: {', '.join(true_now) or 'none'}); {ORDERS} orders ({CANCELLED} cancelled), {webhook.calls} webhook calls, "
               f"outage answers {outage}")
         return 1 if failures else 0
 

@@ -21,7 +21,7 @@ LIST = ROOT / "charts/orderflow/metrics-used.txt"
 # The metric families the services promise to emit (service contract).
 CONTRACT = {
     "http_requests_total", "http_request_duration_seconds",
-    "orders_created_total", "orders_created_duration_seconds",
+    "orders_created_total", "orders_created_duration_seconds", "orders_cancelled_total",
     "outbox_backlog", "outbox_oldest_pending_age_seconds", "outbox_published_total",
     "outbox_publish_failures_total",
     "messages_consumed_total", "messages_retried_total", "messages_dead_lettered_total",

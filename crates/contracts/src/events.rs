@@ -72,12 +72,14 @@ pub struct OrderCancelled {
     pub cancelled_at: DateTime<Utc>,
 }
 
-/// Lifecycle of an order: `created` on acceptance, `processed` once analytics has counted it.
+/// Lifecycle of an order: `created` on acceptance, `processed` once analytics has counted it,
+/// `cancelled` once cancelled (from either; final).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Created,
     Processed,
+    Cancelled,
 }
 
 impl OrderStatus {
@@ -85,6 +87,7 @@ impl OrderStatus {
         match self {
             OrderStatus::Created => "created",
             OrderStatus::Processed => "processed",
+            OrderStatus::Cancelled => "cancelled",
         }
     }
 
@@ -92,6 +95,7 @@ impl OrderStatus {
         match text {
             "created" => Some(OrderStatus::Created),
             "processed" => Some(OrderStatus::Processed),
+            "cancelled" => Some(OrderStatus::Cancelled),
             _ => None,
         }
     }

@@ -21,8 +21,8 @@ use notification_worker::{
 use serde_json::Value;
 use sha2::Sha256;
 use support::{
-    Receiver, SECRET, TestWorker, WAIT, eventually, log_lines, message, order_created, order_processed,
-    trace_id,
+    Receiver, SECRET, TestWorker, WAIT, eventually, log_lines, message, order_cancelled, order_created,
+    order_processed, trace_id,
 };
 use test_support::{FaultProxy, PrivateRedis, host_port};
 use uuid::Uuid;
@@ -31,7 +31,7 @@ use uuid::Uuid;
 const SETTLE: Duration = Duration::from_millis(700);
 
 #[tokio::test]
-async fn order_created_and_order_processed_each_notify_once_through_every_channel() {
+async fn every_event_notifies_once_through_every_channel() {
     let receiver = Receiver::accepting().await;
     let worker = TestWorker::spawn_with(&receiver, |s| {
         s.notifications.channels = vec![ChannelKind::Log, ChannelKind::Webhook]
@@ -44,14 +44,18 @@ async fn order_created_and_order_processed_each_notify_once_through_every_channe
         .parse()
         .unwrap();
     let processed = order_processed(order_id);
+    let cancelled = order_cancelled(order_id);
     worker.publish(&created).await;
     worker.publish(&processed).await;
+    worker.publish(&cancelled).await;
+    worker.publish(&cancelled).await;
 
-    receiver.wait_delivered(2).await;
+    receiver.wait_delivered(3).await;
     tokio::time::sleep(SETTLE).await;
     let calls = receiver.calls();
-    assert_eq!(calls.len(), 2, "one request per event");
-    for (message, event_type) in [(&created, "OrderCreated"), (&processed, "OrderProcessed")] {
+    assert_eq!(calls.len(), 3, "one request per event");
+    let events = [(&created, "OrderCreated"), (&processed, "OrderProcessed"), (&cancelled, "OrderCancelled")];
+    for (message, event_type) in events {
         let call = &receiver.calls_for(message.event_id)[0];
         assert_eq!(call.body.as_ref(), message.payload.as_slice(), "the body is the envelope as published");
         assert_eq!(call.header("content-type"), "application/json");
@@ -60,16 +64,16 @@ async fn order_created_and_order_processed_each_notify_once_through_every_channe
     }
 
     // The log channel: one line per notification, in the order's trace.
-    let lines = eventually(WAIT, "two notification log lines", || async {
+    let lines = eventually(WAIT, "three notification log lines", || async {
         let lines: Vec<Value> = log_lines()
             .into_iter()
             .filter(|line| line["event"] == "notification_sent" && line["order_id"] == order_id.to_string())
             .collect();
-        (lines.len() >= 2).then_some(lines)
+        (lines.len() >= 3).then_some(lines)
     })
     .await;
-    assert_eq!(lines.len(), 2, "{lines:#?}");
-    for (message, event_type) in [(&created, "OrderCreated"), (&processed, "OrderProcessed")] {
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (message, event_type) in events {
         let line = lines.iter().find(|line| line["event_id"] == message.event_id.to_string()).unwrap();
         assert_eq!(line["channel"], "log");
         assert_eq!(line["event_type"], event_type);
@@ -78,8 +82,13 @@ async fn order_created_and_order_processed_each_notify_once_through_every_channe
         assert_eq!(line["trace_id"], trace_id(message), "the notification carries the order's trace id");
     }
 
-    assert_eq!(worker.webhook_metric("sent").await, 2.0);
-    assert_eq!(worker.metric(r#"notifications_sent_total{channel="log",outcome="sent"}"#).await, 2.0);
+    assert_eq!(worker.webhook_metric("sent").await, 3.0);
+    assert_eq!(worker.metric(r#"notifications_sent_total{channel="log",outcome="sent"}"#).await, 3.0);
+    eventually(WAIT, "the second copy of the cancellation recognised", || async {
+        (worker.webhook_metric("duplicate").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.calls().len(), 3);
     assert!(worker.parked().await.is_empty());
 }
 

@@ -142,6 +142,63 @@ impl NewOrder {
     }
 }
 
+/// Longest accepted cancellation `reason` (the event contract's bound).
+pub const MAX_REASON_LENGTH: usize = limits::MAX_REASON_LENGTH;
+
+/// `POST /orders/{id}/cancel` body, as sent (the body may be left out).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"reason": "ordered twice"}))]
+pub struct CancelOrderRequest {
+    /// Why, for the record and the notifications: at most 500 characters, no control characters
+    /// other than line breaks and tabs; white space around it is trimmed, and a reason of only
+    /// white space is no reason.
+    #[schema(max_length = 500)]
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A cancellation that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    pub order_id: Uuid,
+    pub reason: Option<String>,
+}
+
+impl Cancellation {
+    pub fn parse(order_id: Uuid, request: CancelOrderRequest) -> Result<Cancellation, ValidationError> {
+        let reason =
+            request.reason.map(|reason| reason.trim().to_owned()).filter(|reason| !reason.is_empty());
+        if let Some(reason) = &reason {
+            if reason.chars().count() > MAX_REASON_LENGTH {
+                return Err(invalid(
+                    "reason",
+                    format!("reason must be at most {MAX_REASON_LENGTH} characters"),
+                ));
+            }
+            if reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+                return Err(invalid("reason", "reason must not contain control characters"));
+            }
+        }
+        Ok(Cancellation { order_id, reason })
+    }
+
+    /// Identifies the request for idempotency checks, apart from any order's creation.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"cancel");
+        hash.update(self.order_id.as_bytes());
+        match &self.reason {
+            Some(reason) => {
+                hash.update([1]);
+                hash.update(reason.as_bytes());
+            }
+            None => hash.update([0]),
+        }
+        hash.finalize().into()
+    }
+}
+
 /// Checks an `Idempotency-Key` header value: 1–255 visible ASCII characters.
 pub fn parse_idempotency_key(value: &[u8]) -> Result<String, ValidationError> {
     let valid = !value.is_empty()
@@ -190,9 +247,16 @@ impl Order {
         }
     }
 
-    /// Cache version: an order only moves forward, so its last update time orders its versions.
+    /// Cache version: an order only moves forward, and each move sets a later update time, so
+    /// its last update time orders its versions.
     pub fn version(&self) -> i64 {
         self.updated_at.timestamp_micros()
+    }
+
+    /// The update time of a move made at `at`: later than the last one even if this replica's
+    /// clock is behind the one that made it, so that versions keep their order.
+    pub fn next_update_time(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at.trunc_subsecs(6).max(self.updated_at + chrono::TimeDelta::microseconds(1))
     }
 }
 
@@ -260,5 +324,35 @@ mod tests {
         assert!(parse_idempotency_key(b"").is_err());
         assert!(parse_idempotency_key(b"has space").is_err());
         assert!(parse_idempotency_key(&[b'a'; 256]).is_err());
+    }
+
+    #[test]
+    fn a_cancellation_reason_is_bounded_and_trimmed() {
+        let id = Uuid::now_v7();
+        let parse = |reason: Option<&str>| {
+            Cancellation::parse(id, CancelOrderRequest { reason: reason.map(Into::into) })
+        };
+        assert_eq!(parse(Some("  twice \n")).unwrap().reason.as_deref(), Some("twice"));
+        assert_eq!(parse(Some("   ")).unwrap().reason, None, "white space only is no reason");
+        assert_eq!(parse(None).unwrap().reason, None);
+        assert_eq!(
+            parse(Some("line one\nline two\ttab")).unwrap().reason.as_deref(),
+            Some("line one\nline two\ttab")
+        );
+        assert_eq!(parse(Some(&"é".repeat(500))).unwrap().reason.map(|r| r.chars().count()), Some(500));
+        assert_eq!(parse(Some(&"é".repeat(501))).unwrap_err().field, "reason");
+        assert_eq!(parse(Some("a\u{7}b")).unwrap_err().field, "reason");
+    }
+
+    #[test]
+    fn a_cancellation_fingerprint_tells_requests_apart() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let fingerprint = |id, reason: Option<&str>| {
+            Cancellation { order_id: id, reason: reason.map(Into::into) }.fingerprint()
+        };
+        assert_eq!(fingerprint(a, Some("x")), fingerprint(a, Some("x")));
+        assert_ne!(fingerprint(a, Some("x")), fingerprint(b, Some("x")), "another order");
+        assert_ne!(fingerprint(a, Some("x")), fingerprint(a, Some("y")), "another reason");
+        assert_ne!(fingerprint(a, None), fingerprint(a, Some("")), "no reason is not an empty one");
     }
 }

@@ -1,4 +1,4 @@
-//! The order API: `POST /orders`, `GET /orders/{id}`, `GET /orders`.
+//! The order API: `POST /orders`, `GET /orders/{id}`, `GET /orders`, `POST /orders/{id}/cancel`.
 
 use std::collections::HashMap;
 
@@ -8,8 +8,9 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use contracts::OrderStatus;
 use platform::{
-    ApiError, JsonBody,
+    ApiError, JsonBody, OptionalJsonBody,
     access::{ApiGuard, Scope},
     http::ErrorBody,
 };
@@ -18,9 +19,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    domain::{CreateOrderRequest, NewOrder, Order, ValidationError, parse_idempotency_key},
+    domain::{
+        CancelOrderRequest, Cancellation, CreateOrderRequest, NewOrder, Order, ValidationError,
+        parse_idempotency_key,
+    },
     service::OrderService,
-    store::{Created, ListQuery, StoreError},
+    store::{Cancelled, Created, ListQuery, StoreError},
 };
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -49,7 +53,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             `{\"error\", \"message\", \"details\"}` (schema `Error`).",
     ),
     tags(
-        (name = "orders", description = "Orders: create, read, list"),
+        (name = "orders", description = "Orders: create, read, list, cancel"),
     ),
 )]
 struct ApiDoc;
@@ -58,6 +62,16 @@ fn api() -> OpenApiRouter<OrderService> {
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(create_order, list_orders))
         .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+}
+
+/// The `Idempotency-Key` header, checked, if there is one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| parse_idempotency_key(v.as_bytes()))
+        .transpose()
+        .map_err(validation)
 }
 
 fn validation(error: ValidationError) -> ApiError {
@@ -139,11 +153,7 @@ async fn create_order(
     headers: HeaderMap,
     JsonBody(request): JsonBody<CreateOrderRequest>,
 ) -> Result<Response, ApiError> {
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| parse_idempotency_key(v.as_bytes()))
-        .transpose()
-        .map_err(validation)?;
+    let key = idempotency_key(&headers)?;
     let new = NewOrder::parse(request).map_err(validation)?;
     let created = service.create(new, key).await.map_err(store_error)?;
     let (order, replayed) = match created {
@@ -184,6 +194,63 @@ async fn get_order(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
+/// Cancel an order
+///
+/// Moves a `created` or `processed` order to `cancelled` and records its `OrderCancelled` event
+/// in the same transaction: once answered `200`, both are durable and the event will be
+/// published. Cancelling a cancelled order answers the order unchanged and emits nothing. With an
+/// `Idempotency-Key`, a repeat of the request returns the order as it is now.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
+    tag = "orders",
+    params(
+        ("id" = String, Path, description = "The order's id (a UUID); anything else is not found",
+            example = "0192f5c4-8a2b-7c3d-9e4f-5a6b7c8d9e0f"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 visible ASCII characters. The same key with the same order and reason returns                 the order as it is (`Idempotent-Replayed: true`); with another order or reason (or a key used to                 create an order), `422`; while the first request is still being stored by the same replica,                 `409`. Keys are remembered for 24 hours.",
+            nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            example = "9f1c2e7a-cancel-1"),
+    ),
+    request_body(content = Option<CancelOrderRequest>, content_type = "application/json",
+        description = "Optional: an empty body cancels without a reason"),
+    responses(
+        (status = 200, description = "The order, cancelled (now, or before)", body = Order,
+            headers(("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same key did it"))),
+        (status = 400, description = "Malformed JSON or an invalid reason (`details.field` names it); nothing changed", body = ErrorBody),
+        (status = 404, description = "No order has this id", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still being stored; retry once it has completed", body = ErrorBody),
+        (status = 413, description = "The body is larger than the limit (64 KiB by default)", body = ErrorBody),
+        (status = 415, description = "A body whose `Content-Type` is not JSON", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used before for a different request", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; nothing changed, retrying is safe",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait: `1`"))),
+        (status = 504, description = "The cancellation was still under way when time ran out: it may or may not have happened; retry (with the same `Idempotency-Key`) to learn which",
+            body = ErrorBody),
+    ),
+)]
+async fn cancel_order(
+    State(service): State<OrderService>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    OptionalJsonBody(request): OptionalJsonBody<CancelOrderRequest>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("order not found");
+    let key = idempotency_key(&headers)?;
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let cancellation = Cancellation::parse(id, request.unwrap_or_default()).map_err(validation)?;
+    let (order, replayed) =
+        match service.cancel(cancellation, key).await.map_err(store_error)?.ok_or_else(not_found)? {
+            Cancelled::Now(order) | Cancelled::Before(order) => (order, false),
+            Cancelled::Replayed(order) => (order, true),
+        };
+    let mut response = Json(&order).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
 /// A page of orders, newest first.
 #[derive(Serialize, utoipa::ToSchema)]
 struct OrderPage {
@@ -202,6 +269,7 @@ struct OrderPage {
     params(
         ("customer_id" = Option<String>, Query, nullable = false, description = "Only this customer's orders",
             example = "customer-123"),
+        ("status" = Option<OrderStatus>, Query, nullable = false, description = "Only orders in this status"),
         ("limit" = Option<u32>, Query, nullable = false, description = "Orders per page (default 20)",
             minimum = 1, maximum = 100),
         ("cursor" = Option<uuid::Uuid>, Query, nullable = false, description = "The `next_cursor` of the previous page"),
@@ -225,7 +293,7 @@ async fn list_orders(
 
 fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
     for name in params.keys() {
-        if !matches!(name.as_str(), "customer_id" | "limit" | "cursor") {
+        if !matches!(name.as_str(), "customer_id" | "status" | "limit" | "cursor") {
             return Err(ApiError::invalid_field(name, format!("unknown query parameter {name:?}")));
         }
     }
@@ -250,7 +318,15 @@ fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
         Some(id) => Some(id.trim().to_owned()),
         None => None,
     };
-    Ok(ListQuery { customer_id, before, limit })
+    let status = params
+        .get("status")
+        .map(|text| {
+            OrderStatus::parse(text).ok_or_else(|| {
+                ApiError::invalid_field("status", "status must be one of created, processed, cancelled")
+            })
+        })
+        .transpose()?;
+    Ok(ListQuery { customer_id, status, before, limit })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::{
     processed::OrderProcessedHandler,
     service::OrderService,
     settings::Settings,
-    store::{OrderStore, mysql::MySqlOrderStore},
+    store::{OrderStore, sql::SqlOrderStore},
 };
 
 pub const SERVICE_NAME: &str = "order-service";
@@ -71,7 +71,7 @@ impl Application {
             runtime.shutdown.clone(),
         )?;
         let backends = Backends {
-            store: Arc::new(MySqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
+            store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
             outbox: Arc::new(MySqlOutbox::new(pool)),
             cache: Arc::new(RedisCache::new(&settings.redis)?),
             bus: Arc::new(rabbit),

@@ -7,8 +7,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use contracts::{Envelope, OrderCreated, event_type, routing_key};
+use chrono::{DateTime, SubsecRound, Utc};
+use contracts::{Envelope, OrderCancelled, OrderCreated, event_type, routing_key};
 use messaging::{OutgoingMessage, outbox::OutboxHandoff};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -16,9 +16,12 @@ use uuid::Uuid;
 use platform::cache::{CacheEntry, VersionedCache};
 
 use crate::{
-    domain::{NewOrder, Order},
+    domain::{Cancellation, NewOrder, Order},
     metrics::OrderMetrics,
-    store::{CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore, StoreError, writer::WriteGate},
+    store::{
+        CancelCommand, Cancelled, CreateCommand, Created, IdempotencyClaim, ListQuery, OrderStore,
+        StoreError, writer::WriteGate,
+    },
 };
 
 #[derive(Clone)]
@@ -128,6 +131,67 @@ impl OrderService {
         }
     }
 
+    /// Cancels an order (see [`OrderStore::cancel`]); `None` if there is no such order. Once this
+    /// returns `Cancelled::Now`, the cancellation and its `OrderCancelled` event are durable. The
+    /// write runs in a task of its own, as a create's does; if it has not finished within
+    /// `write_timeout`, the outcome is unknown (a retry with the same `Idempotency-Key` tells).
+    pub async fn cancel(
+        &self,
+        cancellation: Cancellation,
+        idempotency_key: Option<String>,
+    ) -> Result<Option<Cancelled>, StoreError> {
+        let in_progress = match &idempotency_key {
+            Some(key) => Some(
+                KeyInProgress::take(&self.keys_in_progress, key)
+                    .ok_or(StoreError::IdempotencyKeyInProgress)?,
+            ),
+            None => None,
+        };
+        let at = Utc::now().trunc_subsecs(6);
+        let event = order_cancelled_event(&cancellation, at);
+        let idempotency =
+            idempotency_key.map(|key| IdempotencyClaim { key, fingerprint: cancellation.fingerprint() });
+        let command =
+            CancelCommand { order_id: cancellation.order_id, at, event: event.clone(), idempotency };
+        let service = self.clone();
+        let write = tokio::spawn(
+            async move {
+                let cancelled = service.store.cancel(command).await;
+                if let Ok(Some(Cancelled::Now(order))) = &cancelled {
+                    service.outbox.publish_committed([event]);
+                    service.metrics.orders_cancelled.inc();
+                    service.refresh_cached(std::slice::from_ref(order)).await;
+                    tracing::info!(event = "order_cancelled", order_id = %order.id, "order cancelled");
+                }
+                drop(in_progress);
+                cancelled
+            }
+            .in_current_span(),
+        );
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(Ok(cancelled)) => cancelled,
+            Ok(Err(_)) => Err(StoreError::Unavailable("the cancellation stopped".into())),
+            Err(_) => Err(StoreError::OutcomeUnknown),
+        }
+    }
+
+    /// Replaces the cached bodies of `orders` with their new versions, so that readers see the
+    /// change at once.
+    async fn refresh_cached(&self, orders: &[Order]) {
+        let refreshed = orders
+            .iter()
+            .map(|order| CacheEntry {
+                key: cache_key(order.id),
+                version: order.version(),
+                body: order_json(order),
+            })
+            .collect();
+        if let Err(error) = self.cache.put_many(refreshed, self.cache_ttl).await {
+            self.metrics.cache.error();
+            tracing::warn!(event = "cache_failed", orders = orders.len(), error = %error, "could not refresh the cached orders");
+        }
+    }
+
     /// The order's JSON body: from the cache when it has it, else from the store (then cached).
     /// A cache failure is counted and otherwise ignored.
     pub async fn get_json(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
@@ -161,19 +225,7 @@ impl OrderService {
     /// changed now.
     pub async fn mark_processed(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Uuid>, StoreError> {
         let changed = self.store.mark_processed(ids, at).await?;
-        // Replace the cached bodies with the new versions, so readers see the new status at once.
-        let refreshed = changed
-            .iter()
-            .map(|order| CacheEntry {
-                key: cache_key(order.id),
-                version: order.version(),
-                body: order_json(order),
-            })
-            .collect();
-        if let Err(error) = self.cache.put_many(refreshed, self.cache_ttl).await {
-            self.metrics.cache.error();
-            tracing::warn!(event = "cache_failed", orders = changed.len(), error = %error, "could not refresh the cached orders");
-        }
+        self.refresh_cached(&changed).await;
         Ok(changed.iter().map(|order| order.id).collect())
     }
 
@@ -214,5 +266,26 @@ fn order_created_event(order: &Order) -> OutgoingMessage {
         payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
         headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
         timestamp: order.created_at,
+    }
+}
+
+fn order_cancelled_event(cancellation: &Cancellation, at: DateTime<Utc>) -> OutgoingMessage {
+    let event_id = Uuid::now_v7();
+    let envelope = Envelope::order_cancelled(
+        event_id,
+        at,
+        OrderCancelled {
+            order_id: cancellation.order_id,
+            reason: cancellation.reason.clone(),
+            cancelled_at: at,
+        },
+    );
+    OutgoingMessage {
+        event_id,
+        event_type: event_type::ORDER_CANCELLED.to_owned(),
+        routing_key: routing_key::ORDER_CANCELLED.to_owned(),
+        payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
+        headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
+        timestamp: at,
     }
 }

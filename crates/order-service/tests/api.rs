@@ -20,6 +20,8 @@ on_both_backends!(
     an_order_processed_event_moves_the_order_to_processed,
     the_service_serves_its_openapi_document,
     a_quantity_is_any_whole_json_number,
+    cancelling_an_order_emits_order_cancelled_once,
+    a_cancelled_order_stays_cancelled_when_analytics_reports_it,
 );
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -51,7 +53,7 @@ async fn the_service_serves_its_openapi_document(backend: Backend) {
     assert_eq!(served, generated);
     assert_eq!(served["openapi"], "3.1.0");
     let paths: Vec<&String> = served["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths, ["/livez", "/metrics", "/orders", "/orders/{id}", "/readyz"]);
+    assert_eq!(paths, ["/livez", "/metrics", "/orders", "/orders/{id}", "/orders/{id}/cancel", "/readyz"]);
     app.cleanup().await;
 }
 
@@ -445,6 +447,140 @@ async fn an_order_processed_event_moves_the_order_to_processed(backend: Backend)
     .await;
     assert_eq!(json_of(app.get(&path).await).await, processed);
     assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'processed'").await, 1);
+    app.cleanup().await;
+}
+
+/// A created or processed order is cancelled once: one `OrderCancelled` in the outbox and on
+/// the bus, the cached body replaced, the list filtered by status; a second cancellation answers
+/// the same order and emits nothing; bad input and unknown ids change nothing.
+async fn cancelling_an_order_emits_order_cancelled_once(backend: Backend) {
+    let mut app = TestApp::start(backend).await;
+    let mut cancelled_events = app.listen("order.cancelled").await;
+    // The in-process bus refuses an event no queue takes (so that none is lost): take them.
+    let _created_events = app.listen("order.created").await;
+    let order = json_of(app.post_order(&order_body("customer-c", "12.50")).await).await;
+    let other = json_of(app.post_order(&order_body("customer-c", "1.00")).await).await;
+    let id = order["id"].as_str().unwrap();
+    let path = format!("/orders/{id}");
+    let cancel = |path: String| app.client.post(app.url(&format!("{path}/cancel")));
+    assert_eq!(json_of(app.get(&path).await).await["status"], "created", "cached as created first");
+
+    // Refused: nothing changes.
+    let too_long = cancel(path.clone()).json(&json!({"reason": "r".repeat(501)})).send().await.unwrap();
+    assert_eq!(too_long.status(), 400);
+    assert_eq!(json_of(too_long).await["details"]["field"], "reason");
+    let control = cancel(path.clone()).json(&json!({"reason": "a\u{0}b"})).send().await.unwrap();
+    assert_eq!(control.status(), 400);
+    let not_json =
+        cancel(path.clone()).header("content-type", "text/plain").body("why").send().await.unwrap();
+    assert_eq!(not_json.status(), 415);
+    let malformed =
+        cancel(path.clone()).header("content-type", "application/json").body("{").send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    for unknown in [format!("/orders/{}", uuid::Uuid::now_v7()), "/orders/not-a-uuid".to_owned()] {
+        assert_eq!(cancel(unknown).send().await.unwrap().status(), 404);
+    }
+    assert_eq!(json_of(app.get(&path).await).await["status"], "created");
+
+    let response = cancel(path.clone()).json(&json!({"reason": "  ordered twice  "})).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cancelled = json_of(response).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!((&cancelled["id"], &cancelled["created_at"]), (&order["id"], &order["created_at"]));
+    assert!(cancelled["updated_at"].as_str() > order["updated_at"].as_str(), "{cancelled}");
+    assert_eq!(json_of(app.get(&path).await).await, cancelled, "the cached body is replaced");
+
+    let event = cancelled_events.next(Duration::from_secs(10)).await.expect("OrderCancelled published");
+    assert_eq!(event.body["event_type"], "OrderCancelled");
+    assert_eq!(event.message_id.as_deref(), event.body["event_id"].as_str());
+    assert_eq!(event.body["data"]["order_id"], order["id"]);
+    assert_eq!(event.body["data"]["reason"], "ordered twice");
+    assert!(event.body["data"]["cancelled_at"].is_string());
+
+    // Again, without a body: the same order, unchanged, and no second event.
+    let again = cancel(path.clone()).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(json_of(again).await, cancelled);
+    assert!(
+        cancelled_events.next(Duration::from_millis(500)).await.is_none(),
+        "one OrderCancelled per order"
+    );
+
+    let listed = json_of(app.get("/orders?status=cancelled").await).await;
+    assert_eq!(listed["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["orders"][0]["id"], order["id"]);
+    let created = json_of(app.get("/orders?status=created&customer_id=customer-c").await).await;
+    assert_eq!(created["orders"][0]["id"], other["id"]);
+    let bad = app.get("/orders?status=shipped").await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(json_of(bad).await["details"]["field"], "status");
+
+    // With an Idempotency-Key: the repeat is replayed; the key with another request is refused.
+    let other_path = format!("/orders/{}", other["id"].as_str().unwrap());
+    let keyed = || cancel(other_path.clone()).header("idempotency-key", "cancel-key-1");
+    let first = keyed().send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let repeat = keyed().send().await.unwrap();
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_of(repeat).await["status"], "cancelled");
+    let reused = keyed().json(&json!({"reason": "another"})).send().await.unwrap();
+    assert_eq!(reused.status(), 422);
+    let created_with_key = app
+        .client
+        .post(app.url("/orders"))
+        .header("idempotency-key", "cancel-key-1")
+        .json(&order_body("customer-c", "1.00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created_with_key.status(), 422, "a cancellation's key does not create an order");
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'cancelled'").await, 2);
+    support::eventually(Duration::from_secs(5), "the outbox emptied", || async {
+        (app.count("SELECT COUNT(*) FROM outbox").await == 0).then_some(())
+    })
+    .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("orders_cancelled_total 2"), "{metrics}");
+    app.cleanup().await;
+}
+
+/// Analytics may report an order processed after it was cancelled: it stays cancelled.
+async fn a_cancelled_order_stays_cancelled_when_analytics_reports_it(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let order = json_of(app.post_order(&order_body("customer-p", "3.00")).await).await;
+    let path = format!("/orders/{}", order["id"].as_str().unwrap());
+    let cancelled = json_of(app.client.post(app.url(&format!("{path}/cancel"))).send().await.unwrap()).await;
+    let event = json!({
+        "event_type": "OrderProcessed",
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "timestamp": "2026-01-09T10:15:00Z",
+        "data": {"order_id": order["id"], "processed_by": "analytics-service", "metrics_updated": true}
+    });
+    app.publish("order.processed", &event).await;
+    let queue = &app.settings.queues.order_processed;
+    let duplicate = format!(r#"messages_consumed_total{{queue="{queue}",outcome="duplicate"}} 1"#);
+    support::eventually(Duration::from_secs(10), "the event consumed", || async {
+        app.get("/metrics").await.text().await.unwrap().contains(&duplicate).then_some(())
+    })
+    .await;
+    assert_eq!(json_of(app.get(&path).await).await, cancelled);
+
+    // A processed order can be cancelled too.
+    let processed = json_of(app.post_order(&order_body("customer-p", "4.00")).await).await;
+    let processed_path = format!("/orders/{}", processed["id"].as_str().unwrap());
+    let mut event = event.clone();
+    event["event_id"] = json!(uuid::Uuid::now_v7().to_string());
+    event["data"]["order_id"] = processed["id"].clone();
+    app.publish("order.processed", &event).await;
+    support::eventually(Duration::from_secs(10), "the order processed", || async {
+        (json_of(app.get(&processed_path).await).await["status"] == "processed").then_some(())
+    })
+    .await;
+    let response = app.client.post(app.url(&format!("{processed_path}/cancel"))).send().await.unwrap();
+    assert_eq!(json_of(response).await["status"], "cancelled");
+    assert_eq!(json_of(app.get(&processed_path).await).await["status"], "cancelled");
     app.cleanup().await;
 }
 

@@ -8,8 +8,8 @@ use messaging::OutgoingMessage;
 use order_service::{
     domain::{NewOrder, Order},
     store::{
-        CreateCommand, Created, IdempotencyClaim, OrderStore, mysql::MySqlOrderStore, sqlite,
-        sqlite::SqliteOrderStore, writer::WriterLimits,
+        CreateCommand, Created, IdempotencyClaim, OrderStore, sql::SqlOrderStore, sqlite,
+        writer::WriterLimits,
     },
 };
 use test_support::TestDatabase;
@@ -58,7 +58,7 @@ async fn mysql_forgets_old_idempotency_keys() {
     let database = TestDatabase::create().await.unwrap();
     let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
     order_service::MIGRATOR.run(&pool).await.unwrap();
-    forgets_old_keys(Arc::new(MySqlOrderStore::new(pool.clone(), LIMITS))).await;
+    forgets_old_keys(Arc::new(SqlOrderStore::new(pool.clone(), LIMITS))).await;
     pool.close().await;
     database.drop().await.unwrap();
 }
@@ -68,7 +68,7 @@ async fn sqlite_forgets_old_idempotency_keys() {
     let directory = std::env::temp_dir().join(format!("orderflow-housekeeping-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
     let pool = sqlite::open(&directory.join("orders.db")).await.unwrap();
-    forgets_old_keys(Arc::new(SqliteOrderStore::new(pool.clone(), LIMITS))).await;
+    forgets_old_keys(Arc::new(SqlOrderStore::new(pool.clone(), LIMITS))).await;
     pool.close().await;
     let _ = std::fs::remove_dir_all(&directory);
 }

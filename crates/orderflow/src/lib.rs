@@ -117,10 +117,7 @@ async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result
     let mut runtime = Runtime::new();
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
     let backends = order_service::Backends {
-        store: Arc::new(order_service::store::sqlite::SqliteOrderStore::new(
-            pool,
-            settings.orders.writer_limits(),
-        )),
+        store: Arc::new(order_service::store::sql::SqlOrderStore::new(pool, settings.orders.writer_limits())),
         outbox: Arc::new(outbox),
         cache: Arc::new(MemoryCache::new(settings.cache_max_bytes)),
         bus: Arc::new(bus.connect(messaging_metrics.clone(), runtime.shutdown.clone())),

@@ -61,11 +61,22 @@ async fn an_order_goes_through_all_three_services() {
     assert_eq!(summary["total_revenue"].to_string(), "99.99");
     assert_eq!(summary["total_quantity"], 2);
 
-    // The worker notified both events, once each.
-    eventually(Duration::from_secs(10), "two notifications sent", || async {
+    // Cancelled, it leaves the figures.
+    let cancel = client.post(url("order-service", &format!("{path}/cancel"))).send().await.unwrap();
+    assert_eq!(json_of(cancel).await["status"], "cancelled");
+    let summary = eventually(Duration::from_secs(10), "the cancellation counted", || async {
+        let summary =
+            json_of(client.get(url("analytics-service", "/analytics/summary")).send().await.ok()?).await;
+        (summary["cancelled_orders"] == 1).then_some(summary)
+    })
+    .await;
+    assert_eq!((&summary["total_orders"], &summary["total_revenue"]), (&json!(0), &json!(0)), "{summary}");
+
+    // The worker notified the three events, once each.
+    eventually(Duration::from_secs(10), "three notifications sent", || async {
         let metrics =
             client.get(url("notification-worker", "/metrics")).send().await.ok()?.text().await.ok()?;
-        metrics.contains(r#"notifications_sent_total{channel="log",outcome="sent"} 2"#).then_some(())
+        metrics.contains(r#"notifications_sent_total{channel="log",outcome="sent"} 3"#).then_some(())
     })
     .await;
 

@@ -155,14 +155,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if !is_json(request.headers()) {
             return Err(ApiError::unsupported_media_type("Content-Type must be application/json"));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large("request body is too large")
-            } else {
-                ApiError::invalid_request("could not read the request body")
-            }
-        })?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json(&read_body(request, state).await?).map(JsonBody)
+    }
+}
+
+/// The whole body, within the size limit.
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large("request body is too large")
+        } else {
+            ApiError::invalid_request("could not read the request body")
+        }
+    })
+}
+
+/// Like [`JsonBody`], for a body that may be left out: an empty body, or `null`, is `None`.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers());
+        let bytes = read_body(request, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !json {
+            return Err(ApiError::unsupported_media_type("Content-Type must be application/json"));
+        }
+        parse_json::<Option<T>>(&bytes).map(OptionalJsonBody)
     }
 }
 

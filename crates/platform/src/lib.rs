@@ -19,7 +19,7 @@ pub mod telemetry;
 
 pub use config::ConfigError;
 pub use health::{DependencyStatus, Health};
-pub use http::{ApiError, JsonBody};
+pub use http::{ApiError, JsonBody, OptionalJsonBody};
 pub use settings::{HttpSettings, ShutdownSettings, TelemetrySettings};
 pub use shutdown::Shutdown;
 

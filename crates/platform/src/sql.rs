@@ -142,6 +142,29 @@ pub enum OnConflict<'a> {
 }
 
 impl Dialect {
+    /// What ends a `SELECT` that locks the rows it reads until the transaction ends: `FOR
+    /// UPDATE` in MySQL; nothing in SQLite, whose write transaction holds the whole database.
+    pub fn lock_rows(self) -> &'static str {
+        match self {
+            Dialect::MySql => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    /// `DELETE` of at most `?` (the second argument) rows of `table` whose `column` is before
+    /// `?` (the first), rows named by their primary key `key`. SQLite has no `DELETE … LIMIT`
+    /// (unless built for it), so it picks the rows first; MySQL cannot limit such a subquery.
+    pub fn delete_older_than(self, table: &str, key: &str, column: &str) -> String {
+        match self {
+            Dialect::MySql => format!("DELETE FROM {table} WHERE {column} < ? LIMIT ?"),
+            Dialect::Sqlite => {
+                format!(
+                    "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)"
+                )
+            }
+        }
+    }
+
     /// The clause that turns an `INSERT` into an upsert on the primary key `key` (a column list),
     /// setting each of `updates`.
     pub fn on_conflict(self, key: &str, updates: &[OnConflict<'_>]) -> String {
@@ -283,11 +306,22 @@ mod mysql {
         })
     }
 
+    /// An integer column, signed or `UNSIGNED` (which sqlx reads only as an unsigned type).
+    fn int(row: &MySqlRow, index: usize) -> Result<Option<i64>, sqlx::Error> {
+        match row.try_get::<Option<i64>, _>(index) {
+            Ok(value) => Ok(value),
+            Err(signed) => match row.try_get::<Option<u64>, _>(index) {
+                Ok(value) => value.map(i64::try_from).transpose().map_err(|e| sqlx::Error::Decode(e.into())),
+                Err(_) => Err(signed),
+            },
+        }
+    }
+
     pub fn row(row: &MySqlRow, columns: &[Kind]) -> Result<Row, sqlx::Error> {
         let mut values = Vec::with_capacity(columns.len());
         for (index, kind) in columns.iter().enumerate() {
             let value = match kind {
-                Kind::Int => row.try_get::<Option<i64>, _>(index)?.into(),
+                Kind::Int => int(row, index)?.into(),
                 Kind::Text => row.try_get::<Option<String>, _>(index)?.into(),
                 Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(index)?.into(),
                 Kind::Id => row.try_get::<Option<Uuid>, _>(index)?.into(),

@@ -25,7 +25,7 @@ use axum::{
     routing::post,
 };
 use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
-use serde_json::Value;
+use serde_json::{Value, json};
 use test_support::{FaultProxy, TestDatabase, eventually, host_port, unique_name};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -520,6 +520,15 @@ impl System {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Cancels an order; its JSON answer and status.
+    pub async fn cancel_order(&self, id: &str, reason: &str) -> (u16, Value) {
+        let url = self.order.url(&format!("/orders/{id}/cancel"));
+        let response =
+            self.client.post(url).json(&json!({"reason": reason})).send().await.expect("POST cancel");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, url: String) -> Value {
         self.client.get(url).send().await.expect("GET").json().await.expect("JSON")
     }
@@ -537,11 +546,12 @@ impl System {
         .await
     }
 
-    /// Waits until no order in the order database is still waiting to be `processed`.
+    /// Waits until no order in the order database is still waiting to be `processed` (cancelled
+    /// ones stay cancelled).
     pub async fn wait_until_every_order_processed(&self, timeout: Duration) {
         let order_db = sqlx::MySqlPool::connect(&self.order_db_url()).await.expect("order database");
         eventually(timeout, "every order processed", || async {
-            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status <> 'processed'")
+            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status = 'created'")
                 .fetch_one(&order_db)
                 .await
                 .expect("count the waiting orders");

@@ -254,6 +254,81 @@ async fn killing_analytics_mid_stream_loses_and_double_counts_nothing() {
     system.cleanup().await;
 }
 
+/// A share of the orders is cancelled while they stream in, some at once, some later, some while
+/// analytics is down (it is killed and started again in the middle): in the end the summary is
+/// what the order database says stands, exactly, and every event is notified once.
+#[tokio::test]
+async fn cancelling_orders_under_load_with_analytics_restarted_ends_exact() {
+    let mut system = System::start(None).await;
+    let mut ids = Vec::new();
+    let mut cancelled = 0;
+    for i in 0..150 {
+        if i == 50 {
+            system.crash_analytics().await;
+        }
+        if i == 100 {
+            system.start_analytics().await;
+        }
+        let amount = format!("{}.{:02}", i % 40 + 1, i * 7 % 100);
+        let (status, created) =
+            system.post_order(&order(&format!("x{}", i % 9), &format!("p{}", i % 4), 1, &amount), &[]).await;
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        // Every third order: this one at once, or one from a while ago (likely counted by then).
+        let victim = match i % 6 {
+            0 => Some(i),
+            3 if i >= 20 => Some(i - 20),
+            _ => None,
+        };
+        if let Some(victim) = victim {
+            let (status, answer) = system.cancel_order(&ids[victim], "changed my mind").await;
+            assert_eq!((status, answer["status"].as_str()), (200, Some("cancelled")), "{answer}");
+            cancelled += 1;
+        }
+    }
+
+    let order_db = sqlx::MySqlPool::connect(&system.order_db_url()).await.unwrap();
+    let (standing, revenue): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(total_minor), 0) AS SIGNED) FROM orders WHERE status <> 'cancelled'",
+    )
+    .fetch_one(&order_db)
+    .await
+    .unwrap();
+    let in_db: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status = 'cancelled'")
+        .fetch_one(&order_db)
+        .await
+        .unwrap();
+    order_db.close().await;
+    assert_eq!((standing + in_db, in_db), (150, cancelled));
+
+    let summary = eventually(QUIET, "the summary net of every cancellation", || async {
+        let summary = system.summary().await;
+        (summary["total_orders"] == standing && summary["cancelled_orders"] == cancelled).then_some(summary)
+    })
+    .await;
+    assert_eq!(summary["total_revenue"].to_string(), cents_text(revenue), "{summary}");
+    system.wait_until_every_order_processed(QUIET).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(system.summary().await, summary, "and nothing changes later");
+
+    // Every event notified once: 150 creations, the cancellations, and an OrderProcessed for each
+    // order analytics counted (every standing one, and the cancelled ones it counted before
+    // their cancellation arrived).
+    eventually(QUIET, "every creation and cancellation notified", || async {
+        let calls = system.webhook.calls();
+        let of = |kind: &str| calls.iter().filter(|c| c.event_type == kind).count() as i64;
+        (of("OrderCreated") == 150 && of("OrderCancelled") == cancelled && of("OrderProcessed") >= standing)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = system.webhook.calls();
+    let distinct: std::collections::HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(distinct.len(), calls.len(), "one notification per event");
+    assert_eq!(system.parked_messages().await, 0, "nothing parked");
+    system.cleanup().await;
+}
+
 #[tokio::test]
 async fn orders_accepted_before_analytics_first_starts_are_all_counted() {
     // A fresh install where analytics-service comes up last: its queue must already exist.

@@ -391,14 +391,7 @@ impl AnalyticsStore for SqlAnalyticsStore {
     }
 
     async fn purge_inbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
-        let delete = match self.pool.dialect() {
-            Dialect::MySql => "DELETE FROM processed_events WHERE processed_at < ? LIMIT ?",
-            // SQLite has no `DELETE … LIMIT` (unless built for it).
-            Dialect::Sqlite => {
-                "DELETE FROM processed_events WHERE event_id IN \
-                 (SELECT event_id FROM processed_events WHERE processed_at < ? LIMIT ?)"
-            }
-        };
+        let delete = self.pool.dialect().delete_older_than("processed_events", "event_id", "processed_at");
         Ok(self.pool.executor().execute(&Statement::new(delete).bind(before).bind(limit)).await?)
     }
 

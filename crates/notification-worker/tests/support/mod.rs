@@ -22,7 +22,7 @@ use axum::{
     routing::post,
 };
 use chrono::Utc;
-use contracts::{Envelope, Money, OrderCreated, OrderProcessed, routing_key};
+use contracts::{Envelope, Money, OrderCancelled, OrderCreated, OrderProcessed, routing_key};
 use messaging::{
     EventPublisher, MessagingMetrics, OutgoingMessage, ParkedMessage,
     parked::{DeadLetters, Selection},
@@ -390,6 +390,20 @@ pub fn order_processed(order_id: Uuid) -> OutgoingMessage {
         envelope.event_id,
         &envelope.event_type,
         routing_key::ORDER_PROCESSED,
+        serde_json::to_vec(&envelope).unwrap(),
+    )
+}
+
+pub fn order_cancelled(order_id: Uuid) -> OutgoingMessage {
+    let envelope = Envelope::order_cancelled(
+        Uuid::now_v7(),
+        Utc::now(),
+        OrderCancelled { order_id, reason: Some("ordered twice".into()), cancelled_at: Utc::now() },
+    );
+    message(
+        envelope.event_id,
+        &envelope.event_type,
+        routing_key::ORDER_CANCELLED,
         serde_json::to_vec(&envelope).unwrap(),
     )
 }

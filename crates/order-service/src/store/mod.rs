@@ -1,7 +1,7 @@
 //! Where orders live. The write that accepts an order also records its `OrderCreated` event
 //! (transactional outbox), so the two can never disagree.
 
-pub mod mysql;
+pub mod sql;
 pub mod sqlite;
 pub mod writer;
 
@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use messaging::OutgoingMessage;
 use platform::database::Failure;
 use uuid::Uuid;
+
+use contracts::OrderStatus;
 
 use crate::domain::Order;
 
@@ -40,10 +42,32 @@ pub enum Created {
     Existing(Order),
 }
 
+/// A cancellation to store, with its `OrderCancelled` event.
+#[derive(Debug, Clone)]
+pub struct CancelCommand {
+    pub order_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// Stored in the outbox in the same transaction, if the order is cancelled now.
+    pub event: OutgoingMessage,
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// What a cancellation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The order is cancelled now.
+    Now(Order),
+    /// It had been cancelled before: unchanged.
+    Before(Order),
+    /// The idempotency key had been used for the same request: the order as it is.
+    Replayed(Order),
+}
+
 /// A page of orders, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     pub customer_id: Option<String>,
+    pub status: Option<OrderStatus>,
     /// Only orders older than this one (keyset pagination).
     pub before: Option<Uuid>,
     pub limit: u32,
@@ -109,6 +133,9 @@ pub trait OrderStore: Send + Sync {
     async fn create(&self, command: CreateCommand) -> Result<Created, StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
     async fn list(&self, query: &ListQuery) -> Result<Vec<Order>, StoreError>;
+    /// Cancels the order unless it is cancelled already, and records its event, atomically,
+    /// honouring the idempotency key; `None` if there is no such order.
+    async fn cancel(&self, command: CancelCommand) -> Result<Option<Cancelled>, StoreError>;
     /// Moves the orders among `ids` that are still `created` to `processed`, in one transaction;
     /// returns those it changed, as they are now. Orders already processed, or unknown, are left
     /// alone, so a redelivered event changes nothing.

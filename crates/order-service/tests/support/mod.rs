@@ -21,7 +21,7 @@ use messaging::{
 use order_service::{
     Application, Backends,
     settings::Settings,
-    store::sqlite::{self, SqliteOrderStore},
+    store::{sql::SqlOrderStore, sqlite},
 };
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::Value;
@@ -159,7 +159,7 @@ impl TestApp {
             InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
                 .expect("bus settings");
         let backends = Backends {
-            store: Arc::new(SqliteOrderStore::new(pool.clone(), settings.orders.writer_limits())),
+            store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
             outbox: Arc::new(SqliteOutbox::new(pool.clone())),
             cache: Arc::new(MemoryCache::default()),
             bus: Arc::new(bus.clone()),
