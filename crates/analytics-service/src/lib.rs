@@ -15,7 +15,7 @@ use anyhow::Context;
 use contracts::{Queues, routing_key};
 use messaging::{
     EventBus, MessagingMetrics, Subscription,
-    outbox::{OutboxStore, Relay, mysql::MySqlOutbox},
+    outbox::{OutboxStore, Relay, store::SqlOutbox},
     rabbitmq::RabbitMq,
 };
 use platform::{
@@ -70,7 +70,7 @@ impl Application {
         )?;
         let backends = Backends {
             store: Arc::new(SqlAnalyticsStore::new(pool.clone())),
-            outbox: Arc::new(MySqlOutbox::new(pool)),
+            outbox: Arc::new(SqlOutbox::new(pool)),
             cache: Arc::new(RedisCache::new(&settings.redis)?),
             bus: Arc::new(rabbit),
             store_name: "mysql",

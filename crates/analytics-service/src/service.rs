@@ -1,10 +1,10 @@
 //! The use cases of analytics-service, independent of HTTP and of the concrete backends.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::Utc;
-use contracts::{Envelope, OrderProcessed, event_type, routing_key};
+use contracts::{Envelope, OrderProcessed, routing_key};
 use messaging::{OutgoingMessage, outbox::OutboxHandoff};
 use platform::cache::{CacheMetrics, VersionedCache};
 use uuid::Uuid;
@@ -90,23 +90,14 @@ impl AnalyticsService {
 /// The `OrderProcessed` event announcing that `fact` has been counted. Call it inside the
 /// delivery's span so that the event continues the order's trace.
 pub fn processed_event(fact: &OrderFact) -> OutgoingMessage {
-    let event_id = Uuid::now_v7();
-    let now = Utc::now();
     let envelope = Envelope::order_processed(
-        event_id,
-        now,
+        Uuid::now_v7(),
+        Utc::now(),
         OrderProcessed {
             order_id: fact.order_id,
             processed_by: PROCESSED_BY.to_owned(),
             metrics_updated: true,
         },
     );
-    OutgoingMessage {
-        event_id,
-        event_type: event_type::ORDER_PROCESSED.to_owned(),
-        routing_key: routing_key::ORDER_PROCESSED.to_owned(),
-        payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
-        headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
-        timestamp: now,
-    }
+    OutgoingMessage::from_envelope(&envelope, routing_key::ORDER_PROCESSED)
 }

@@ -383,7 +383,7 @@ async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_count
     };
     use messaging::{
         EventHandler, HandleError, Handled,
-        outbox::{Relay, mysql::MySqlOutbox},
+        outbox::{Relay, store::SqlOutbox},
     };
     use std::sync::Arc;
 
@@ -399,7 +399,7 @@ async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_count
     .await
     .unwrap();
     let relay = Relay::new(
-        Arc::new(MySqlOutbox::new(pool.clone())),
+        Arc::new(SqlOutbox::new(pool.clone())),
         Arc::new(Nowhere),
         Default::default(),
         messaging::MessagingMetrics::unregistered(),

@@ -27,6 +27,21 @@ pub struct OutgoingMessage {
     pub timestamp: DateTime<Utc>,
 }
 
+impl OutgoingMessage {
+    /// `envelope`, to be published on `routing_key`, carrying the current span's trace (call it
+    /// inside the span of the work that emits the event, so that the event continues its trace).
+    pub fn from_envelope<T: serde::Serialize>(envelope: &contracts::Envelope<T>, routing_key: &str) -> Self {
+        OutgoingMessage {
+            event_id: envelope.event_id,
+            event_type: envelope.event_type.clone(),
+            routing_key: routing_key.to_owned(),
+            payload: serde_json::to_vec(envelope).expect("an event always serialises"),
+            headers: platform::telemetry::current_trace_headers().into_iter().collect(),
+            timestamp: envelope.timestamp,
+        }
+    }
+}
+
 /// Why a message was not confirmed by the broker. Every variant means "try again later".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {

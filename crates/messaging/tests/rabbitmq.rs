@@ -652,10 +652,7 @@ async fn parked_messages_can_be_listed_without_loss_and_replayed() {
     assert_eq!(replayed.iter().map(|delivery| delivery.message_id.clone()).collect::<Vec<_>>(), expected_ids);
     assert!(replayed.iter().all(|delivery| delivery.attempt == 1 && delivery.routing_key == ROUTING_KEY));
     // The originals' acknowledgements are applied by the queue after the replay returns.
-    eventually(WAIT, "an empty queue and dead-letter queue", || async {
-        (harness.rabbit.queue_depths(&queue).await.unwrap() == (0, 0)).then_some(())
-    })
-    .await;
+    wait_until_drained(&harness, &queue).await;
 
     harness.stop().await;
 }
@@ -668,6 +665,24 @@ async fn operator(rabbit: &RabbitMq, queue: &str, line: &str) -> (serde_json::Va
     let console = Unattended::answering(true);
     let answer = command.run(rabbit, &[queue], &console).await.unwrap().to_json();
     (answer, console.progress_reports().into_iter().map(|(_, done, total)| (done, total)).collect())
+}
+
+/// Waits until `queue` and its dead-letter queue are empty; says what they hold if they stay not.
+async fn wait_until_drained(harness: &Harness, queue: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let depths = harness.rabbit.queue_depths(queue).await.unwrap();
+        if depths == (0, 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue and its dead-letter queue still hold (ready, parked) = {depths:?} after {WAIT:?}; \
+             {} acknowledged",
+            harness.consumed(queue, "ack")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -742,10 +757,7 @@ async fn operators_act_only_on_what_they_select_oldest_first_and_the_rest_stays(
     })
     .await;
     // The originals' acknowledgements are applied by the queue after the replay returns.
-    eventually(WAIT, "an empty queue and dead-letter queue", || async {
-        (harness.rabbit.queue_depths(&queue).await.unwrap() == (0, 0)).then_some(())
-    })
-    .await;
+    wait_until_drained(&harness, &queue).await;
     harness.stop().await;
 }
 

@@ -16,7 +16,7 @@ use anyhow::Context;
 use contracts::{Queues, routing_key};
 use messaging::{
     EventBus, MessagingMetrics, Subscription,
-    outbox::{OutboxStore, Relay, mysql::MySqlOutbox},
+    outbox::{OutboxStore, Relay, store::SqlOutbox},
     rabbitmq::RabbitMq,
 };
 use platform::{
@@ -72,7 +72,7 @@ impl Application {
         )?;
         let backends = Backends {
             store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
-            outbox: Arc::new(MySqlOutbox::new(pool)),
+            outbox: Arc::new(SqlOutbox::new(pool)),
             cache: Arc::new(RedisCache::new(&settings.redis)?),
             bus: Arc::new(rabbit),
             store_name: "mysql",

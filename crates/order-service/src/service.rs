@@ -1,14 +1,14 @@
 //! The use cases of order-service, independent of HTTP and of the concrete backends.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
-use contracts::{Envelope, OrderCancelled, OrderCreated, event_type, routing_key};
+use contracts::{Envelope, OrderCancelled, OrderCreated, routing_key};
 use messaging::{OutgoingMessage, outbox::OutboxHandoff};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -247,9 +247,8 @@ pub fn order_json(order: &Order) -> Bytes {
 }
 
 fn order_created_event(order: &Order) -> OutgoingMessage {
-    let event_id = Uuid::now_v7();
     let envelope = Envelope::order_created(
-        event_id,
+        Uuid::now_v7(),
         order.created_at,
         OrderCreated {
             order_id: order.id,
@@ -259,20 +258,12 @@ fn order_created_event(order: &Order) -> OutgoingMessage {
             total_amount: order.total_amount,
         },
     );
-    OutgoingMessage {
-        event_id,
-        event_type: event_type::ORDER_CREATED.to_owned(),
-        routing_key: routing_key::ORDER_CREATED.to_owned(),
-        payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
-        headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
-        timestamp: order.created_at,
-    }
+    OutgoingMessage::from_envelope(&envelope, routing_key::ORDER_CREATED)
 }
 
 fn order_cancelled_event(cancellation: &Cancellation, at: DateTime<Utc>) -> OutgoingMessage {
-    let event_id = Uuid::now_v7();
     let envelope = Envelope::order_cancelled(
-        event_id,
+        Uuid::now_v7(),
         at,
         OrderCancelled {
             order_id: cancellation.order_id,
@@ -280,12 +271,5 @@ fn order_cancelled_event(cancellation: &Cancellation, at: DateTime<Utc>) -> Outg
             cancelled_at: at,
         },
     );
-    OutgoingMessage {
-        event_id,
-        event_type: event_type::ORDER_CANCELLED.to_owned(),
-        routing_key: routing_key::ORDER_CANCELLED.to_owned(),
-        payload: serde_json::to_vec(&envelope).expect("an event always serialises"),
-        headers: platform::telemetry::current_trace_headers().into_iter().collect::<BTreeMap<_, _>>(),
-        timestamp: at,
-    }
+    OutgoingMessage::from_envelope(&envelope, routing_key::ORDER_CANCELLED)
 }

@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use messaging::{
     MessagingMetrics, OutgoingMessage,
-    outbox::{OutboxStore, Relay, RelaySettings, enqueue_reserved, mysql::MySqlOutbox},
+    outbox::{OutboxStore, Relay, RelaySettings, enqueue_reserved, store::SqlOutbox},
     rabbitmq::RabbitMq,
 };
 use serde_json::Value;
@@ -231,14 +231,14 @@ async fn two_relays_publish_every_row_once() {
         )
         .unwrap();
         Relay::new(
-            Arc::new(MySqlOutbox::new(pool.clone())),
+            Arc::new(SqlOutbox::new(pool.clone())),
             Arc::new(rabbit),
             settings.clone(),
             MessagingMetrics::unregistered(),
         )
     };
     let (first, second) = (relay(), relay());
-    let outbox = MySqlOutbox::new(pool.clone());
+    let outbox = SqlOutbox::new(pool.clone());
     let (a, b) = tokio::join!(publish_all(&first, &outbox), publish_all(&second, &outbox));
     assert_eq!(a + b, 300, "each row is marked published by exactly one relay");
 
@@ -257,7 +257,7 @@ async fn two_relays_publish_every_row_once() {
 }
 
 /// Publishes until the outbox is empty (the broker connection may take a moment).
-async fn publish_all(relay: &Relay, outbox: &MySqlOutbox) -> usize {
+async fn publish_all(relay: &Relay, outbox: &SqlOutbox) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut total = 0;
     loop {

@@ -16,7 +16,7 @@ use anyhow::Context;
 use messaging::{
     MessagingMetrics,
     inprocess::{InProcessBus, ParkedStore},
-    outbox::sqlite::SqliteOutbox,
+    outbox::store::SqlOutbox,
 };
 use platform::{Health, Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use tokio::{runtime::Handle, task::JoinHandle};
@@ -112,7 +112,7 @@ async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result
     let pool = order_service::store::sqlite::open(&settings.data_file(ORDER_DB))
         .await
         .context("cannot open the order database")?;
-    let outbox = SqliteOutbox::new(pool.clone());
+    let outbox = SqlOutbox::new(pool.clone());
     outbox.release_leases().await.context("cannot prepare the order outbox")?;
     let mut runtime = Runtime::new();
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
@@ -131,7 +131,7 @@ async fn assemble_analytics(settings: Settings, bus: InProcessBus) -> anyhow::Re
     let pool = analytics_service::store::sqlite::open(&settings.data_file(ANALYTICS_DB))
         .await
         .context("cannot open the analytics database")?;
-    let outbox = SqliteOutbox::new(pool.clone());
+    let outbox = SqlOutbox::new(pool.clone());
     outbox.release_leases().await.context("cannot prepare the analytics outbox")?;
     let mut runtime = Runtime::new();
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);

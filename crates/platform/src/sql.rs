@@ -282,6 +282,11 @@ pub trait Pool: Send + Sync {
     /// A write transaction. In SQLite it takes the write lock at once, so that nothing it reads
     /// changes before it writes.
     async fn begin(&self) -> Result<Box<dyn Transaction>, sqlx::Error>;
+    /// A write transaction in READ COMMITTED isolation where the database has a choice (MySQL):
+    /// its locking reads lock the rows they return, not the gaps between them.
+    async fn begin_read_committed(&self) -> Result<Box<dyn Transaction>, sqlx::Error> {
+        self.begin().await
+    }
     /// A handle on the pool itself, for statements that need no transaction.
     fn executor(&self) -> Box<dyn Executor>;
 }
@@ -433,6 +438,13 @@ impl Pool for MySqlPool {
 
     async fn begin(&self) -> Result<Box<dyn Transaction>, sqlx::Error> {
         Ok(Box::new(sqlx::Pool::begin(self).await?))
+    }
+
+    async fn begin_read_committed(&self) -> Result<Box<dyn Transaction>, sqlx::Error> {
+        let mut connection = self.acquire().await?;
+        // Applies to the next transaction on this connection only.
+        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *connection).await?;
+        Ok(Box::new(sqlx::Transaction::begin(connection, None).await?))
     }
 
     fn executor(&self) -> Box<dyn Executor> {

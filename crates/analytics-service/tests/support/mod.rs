@@ -20,7 +20,7 @@ use messaging::{
     Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
     OutgoingMessage, Subscription,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
-    outbox::sqlite::SqliteOutbox,
+    outbox::store::SqlOutbox,
     parked::{
         DeadLetters,
         cli::{ParkedCommand, Unattended},
@@ -137,7 +137,7 @@ impl TestApp {
                 .expect("bus settings");
         let backends = Backends {
             store: Arc::new(SqlAnalyticsStore::new(pool.clone())),
-            outbox: Arc::new(SqliteOutbox::new(pool)),
+            outbox: Arc::new(SqlOutbox::new(pool)),
             cache: Arc::new(MemoryCache::default()),
             bus: Arc::new(bus.clone()),
             store_name: "sqlite",

@@ -8,7 +8,10 @@
 use std::{collections::BTreeMap, path::Path};
 
 use chrono::Utc;
-use platform::sqlite::{begin_write, time_text};
+use platform::{
+    sql::{Executor, Statement},
+    sqlite::{begin_write, time_text},
+};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::{
@@ -157,14 +160,8 @@ impl ParkedStore {
         push_selection(&mut select, queue, selection);
         let ids: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
         if !ids.is_empty() {
-            let mut update = QueryBuilder::new(change);
-            update.push(" WHERE id IN (");
-            let mut separated = update.separated(", ");
-            for id in &ids {
-                separated.push_bind(*id);
-            }
-            update.push(")");
-            update.build().execute(&mut *tx).await?;
+            let update = Statement::new(format!("{change} WHERE ")).where_in("id", ids.iter().copied());
+            Executor::execute(&mut tx, &update).await?;
         }
         tx.commit().await?;
         Ok(ids.len())

@@ -16,14 +16,12 @@
 //! A row leaves the table as soon as the broker has confirmed its event, so the table holds what
 //! waits to be published and nothing else: its size follows the backlog, not the history.
 
-pub mod mysql;
-pub mod sqlite;
+pub mod store;
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::{Database, Encode, QueryBuilder, Type};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
@@ -175,19 +173,6 @@ pub async fn enqueue_reserved(
 
 /// Events handed from the producer to its relay without a round trip through the table.
 const HANDOFF_CAPACITY: usize = 16_384;
-
-/// Appends ` WHERE <column> IN (?, ?, …)` binding `values`.
-pub(crate) fn where_in<DB: Database, T>(query: &mut QueryBuilder<DB>, column: &str, values: &[T])
-where
-    T: Copy + for<'t> Encode<'t, DB> + Type<DB>,
-{
-    query.push(format!(" WHERE {column} IN ("));
-    let mut separated = query.separated(", ");
-    for value in values {
-        separated.push_bind(*value);
-    }
-    query.push(")");
-}
 
 /// Gives events the producer has just committed to the outbox (written with
 /// [`HANDOFF_RESERVATION`]) to the relay, which publishes them at once.

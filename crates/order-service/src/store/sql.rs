@@ -311,12 +311,14 @@ impl OrderStore for SqlOrderStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let select = Statement::new(format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.status = ? AND "))
-            .bind(OrderStatus::Created.as_str())
+        // By primary key alone, so that MySQL locks these rows only: a locking read through the
+        // status index would lock ranges of it, and deadlock with the inserts of new orders.
+        let select = Statement::new(format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE "))
             .where_in("o.id", ids.iter().copied())
             .push(self.pool.dialect().lock_rows());
         let rows = tx.fetch(&select, &ORDER_KINDS).await?;
         let mut changed = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+        changed.retain(|order| order.status == OrderStatus::Created);
         if !changed.is_empty() {
             let update = Statement::new("UPDATE orders SET status = ?, updated_at = ? WHERE ")
                 .bind(OrderStatus::Processed.as_str())

@@ -15,7 +15,7 @@ use messaging::{
     Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
     OutgoingMessage, Subscription,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
-    outbox::sqlite::SqliteOutbox,
+    outbox::store::SqlOutbox,
     rabbitmq::{ExchangeNames, QueueNames},
 };
 use order_service::{
@@ -160,7 +160,7 @@ impl TestApp {
                 .expect("bus settings");
         let backends = Backends {
             store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
-            outbox: Arc::new(SqliteOutbox::new(pool.clone())),
+            outbox: Arc::new(SqlOutbox::new(pool.clone())),
             cache: Arc::new(MemoryCache::default()),
             bus: Arc::new(bus.clone()),
             store_name: "sqlite",
