@@ -9,7 +9,7 @@ pub mod handler;
 pub mod metrics;
 pub mod settings;
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use contracts::Queues;
@@ -17,7 +17,7 @@ use messaging::{EventBus, MessagingMetrics, Subscription, rabbitmq::RabbitMq};
 use platform::{Runtime, http::Server, redis::RedisClient};
 
 use crate::{
-    dedupe::{Dedupe, RedisDedupe},
+    dedupe::{Dedupe, RedisDedupe, SqliteDedupe},
     handler::NotificationHandler,
     metrics::NotificationMetrics,
     settings::Settings,
@@ -25,13 +25,57 @@ use crate::{
 
 pub const SERVICE_NAME: &str = "notification-worker";
 
-/// The backends the worker runs on: Redis and RabbitMQ in production; memory and an in-process
+/// The backends the worker runs on: Redis and RabbitMQ in production; SQLite and an in-process
 /// bus in the embedded mode.
 pub struct Backends {
     pub dedupe: Arc<dyn Dedupe>,
     pub bus: Arc<dyn EventBus>,
     /// Readiness name of the deduplication store (`redis`).
     pub dedupe_name: &'static str,
+}
+
+impl Backends {
+    /// The production backends: Redis and RabbitMQ, connected in the background (neither need be
+    /// up yet; readiness says when they are).
+    pub fn production(
+        settings: &Settings,
+        runtime: &Runtime,
+        messaging_metrics: MessagingMetrics,
+    ) -> anyhow::Result<Backends> {
+        let rabbit = RabbitMq::new(
+            settings.rabbitmq.clone(),
+            settings.queues.bindings(),
+            // Without the broker there is nothing to do.
+            runtime.health.add_status("rabbitmq", true),
+            messaging_metrics,
+            runtime.shutdown.clone(),
+        )?;
+        let notifications = &settings.notifications;
+        Ok(Backends {
+            dedupe: Arc::new(RedisDedupe::new(
+                RedisClient::new(&settings.redis)?,
+                &settings.redis.key_prefix,
+                notifications.claim_ttl(),
+                notifications.sent_ttl(),
+            )),
+            bus: Arc::new(rabbit),
+            dedupe_name: "redis",
+        })
+    }
+
+    /// The embedded backends: the SQLite deduplication store at `database` (created and
+    /// migrated if needed; claims of a process that used it before are forgotten) and `bus`.
+    pub async fn embedded(
+        database: &Path,
+        settings: &Settings,
+        bus: Arc<dyn EventBus>,
+    ) -> anyhow::Result<Backends> {
+        let pool = dedupe::sqlite::open(database).await.context("cannot open the notification database")?;
+        let notifications = &settings.notifications;
+        let dedupe = SqliteDedupe::new(pool, notifications.claim_ttl(), notifications.sent_ttl());
+        dedupe.forget_claims().await.context("cannot prepare the notification database")?;
+        Ok(Backends { dedupe: Arc::new(dedupe), bus, dedupe_name: "sqlite" })
+    }
 }
 
 /// Builds notification-worker into a consuming, listening [`Server`], on the production backends
@@ -46,25 +90,7 @@ impl Application {
         settings.validate()?;
         let mut runtime = Runtime::new();
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
-        let rabbit = RabbitMq::new(
-            settings.rabbitmq.clone(),
-            settings.queues.bindings(),
-            // Without the broker there is nothing to do.
-            runtime.health.add_status("rabbitmq", true),
-            messaging_metrics,
-            runtime.shutdown.clone(),
-        )?;
-        let notifications = &settings.notifications;
-        let backends = Backends {
-            dedupe: Arc::new(RedisDedupe::new(
-                RedisClient::new(&settings.redis)?,
-                &settings.redis.key_prefix,
-                notifications.claim_ttl(),
-                notifications.sent_ttl(),
-            )),
-            bus: Arc::new(rabbit),
-            dedupe_name: "redis",
-        };
+        let backends = Backends::production(&settings, &runtime, messaging_metrics)?;
         Self::assemble(settings, runtime, backends).await
     }
 

@@ -10,7 +10,7 @@ pub mod service;
 pub mod settings;
 pub mod store;
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use contracts::{Queues, routing_key};
@@ -22,7 +22,7 @@ use messaging::{
 use platform::{
     Runtime,
     access::ApiGuard,
-    cache::{VersionedCache, redis::RedisCache},
+    cache::{VersionedCache, memory::MemoryCache, redis::RedisCache},
     http::Server,
 };
 
@@ -50,15 +50,14 @@ pub struct Backends {
     pub cache_name: &'static str,
 }
 
-/// Builds order-service into a listening [`Server`], on the production backends or on given ones.
-pub struct Application;
-
-impl Application {
-    /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
-    /// RabbitMQ (both in the background), and binds the HTTP listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Server> {
-        let mut runtime = Runtime::new();
-        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
+impl Backends {
+    /// The production backends: MySQL (waiting for it, then migrating), Redis and RabbitMQ (both
+    /// connected in the background).
+    pub async fn production(
+        settings: &Settings,
+        runtime: &Runtime,
+        messaging_metrics: &MessagingMetrics,
+    ) -> anyhow::Result<Backends> {
         let pool = settings.database.pool()?;
         platform::database::migrate(&settings.database, &pool, &MIGRATOR, &runtime.shutdown)
             .await
@@ -70,14 +69,49 @@ impl Application {
             messaging_metrics.clone(),
             runtime.shutdown.clone(),
         )?;
-        let backends = Backends {
+        Ok(Backends {
             store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
             outbox: Arc::new(SqlOutbox::new(pool)),
             cache: Arc::new(RedisCache::new(&settings.redis)?),
             bus: Arc::new(rabbit),
             store_name: "mysql",
             cache_name: "redis",
-        };
+        })
+    }
+
+    /// The embedded backends: the SQLite database at `database` (created and migrated if
+    /// needed), `cache` and `bus`. The outbox leases of a process that ran on this database
+    /// before are released: one relay per database is assumed.
+    pub async fn embedded(
+        database: &Path,
+        settings: &Settings,
+        cache: MemoryCache,
+        bus: Arc<dyn EventBus>,
+    ) -> anyhow::Result<Backends> {
+        let pool = store::sqlite::open(database).await.context("cannot open the order database")?;
+        let outbox = SqlOutbox::new(pool.clone());
+        outbox.release_leases().await.context("cannot prepare the order outbox")?;
+        Ok(Backends {
+            store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
+            outbox: Arc::new(outbox),
+            cache: Arc::new(cache),
+            bus,
+            store_name: "sqlite",
+            cache_name: "memory",
+        })
+    }
+}
+
+/// Builds order-service into a listening [`Server`], on the production backends or on given ones.
+pub struct Application;
+
+impl Application {
+    /// The production service: connects to MySQL (waiting for it, then migrating), Redis and
+    /// RabbitMQ (both in the background), and binds the HTTP listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Server> {
+        let mut runtime = Runtime::new();
+        let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
+        let backends = Backends::production(&settings, &runtime, &messaging_metrics).await?;
         Self::assemble(settings, runtime, messaging_metrics, backends).await
     }
 

@@ -7,7 +7,6 @@
 //! - one in-process bus in place of RabbitMQ, which confirms a publish only once every queue it
 //!   reached has handled it, so the outbox relays and the inbox work as they do with a broker.
 
-pub mod dedupe;
 pub mod settings;
 
 use std::sync::Arc;
@@ -16,14 +15,11 @@ use anyhow::Context;
 use messaging::{
     MessagingMetrics,
     inprocess::{InProcessBus, ParkedStore},
-    outbox::store::SqlOutbox,
 };
 use platform::{Health, Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use tokio::{runtime::Handle, task::JoinHandle};
 
 pub use settings::Settings;
-
-use crate::dedupe::SqliteDedupe;
 
 /// The data files, in the data directory.
 pub const ORDER_DB: &str = "order-service.db";
@@ -109,40 +105,28 @@ impl Orderflow {
 }
 
 async fn assemble_order(settings: Settings, bus: InProcessBus) -> anyhow::Result<Server> {
-    let pool = order_service::store::sqlite::open(&settings.data_file(ORDER_DB))
-        .await
-        .context("cannot open the order database")?;
-    let outbox = SqlOutbox::new(pool.clone());
-    outbox.release_leases().await.context("cannot prepare the order outbox")?;
     let mut runtime = Runtime::new();
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
-    let backends = order_service::Backends {
-        store: Arc::new(order_service::store::sql::SqlOrderStore::new(pool, settings.orders.writer_limits())),
-        outbox: Arc::new(outbox),
-        cache: Arc::new(MemoryCache::new(settings.cache_max_bytes)),
-        bus: Arc::new(bus.connect(messaging_metrics.clone(), runtime.shutdown.clone())),
-        store_name: "sqlite",
-        cache_name: "memory",
-    };
-    order_service::Application::assemble(settings.order_service(), runtime, messaging_metrics, backends).await
+    let service_settings = settings.order_service();
+    let backends = order_service::Backends::embedded(
+        &settings.data_file(ORDER_DB),
+        &service_settings,
+        MemoryCache::new(settings.cache_max_bytes),
+        Arc::new(bus.connect(messaging_metrics.clone(), runtime.shutdown.clone())),
+    )
+    .await?;
+    order_service::Application::assemble(service_settings, runtime, messaging_metrics, backends).await
 }
 
 async fn assemble_analytics(settings: Settings, bus: InProcessBus) -> anyhow::Result<Server> {
-    let pool = analytics_service::store::sqlite::open(&settings.data_file(ANALYTICS_DB))
-        .await
-        .context("cannot open the analytics database")?;
-    let outbox = SqlOutbox::new(pool.clone());
-    outbox.release_leases().await.context("cannot prepare the analytics outbox")?;
     let mut runtime = Runtime::new();
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
-    let backends = analytics_service::Backends {
-        store: Arc::new(analytics_service::store::sql::SqlAnalyticsStore::new(pool)),
-        outbox: Arc::new(outbox),
-        cache: Arc::new(MemoryCache::new(settings.cache_max_bytes)),
-        bus: Arc::new(bus.connect(messaging_metrics.clone(), runtime.shutdown.clone())),
-        store_name: "sqlite",
-        cache_name: "memory",
-    };
+    let backends = analytics_service::Backends::embedded(
+        &settings.data_file(ANALYTICS_DB),
+        MemoryCache::new(settings.cache_max_bytes),
+        Arc::new(bus.connect(messaging_metrics.clone(), runtime.shutdown.clone())),
+    )
+    .await?;
     analytics_service::Application::assemble(
         settings.analytics_service(),
         runtime,
@@ -153,21 +137,17 @@ async fn assemble_analytics(settings: Settings, bus: InProcessBus) -> anyhow::Re
 }
 
 async fn assemble_notifications(settings: Settings, bus: InProcessBus) -> anyhow::Result<Server> {
-    let pool = dedupe::open(&settings.data_file(NOTIFICATIONS_DB))
-        .await
-        .context("cannot open the notification database")?;
-    let notifications = &settings.notifications;
-    let dedupe = SqliteDedupe::new(pool, notifications.claim_ttl(), notifications.sent_ttl());
-    dedupe.forget_claims().await.context("cannot prepare the notification database")?;
     let mut runtime = Runtime::new();
     // The worker's own metrics registry carries the consumer's messaging metrics.
     let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
-    let backends = notification_worker::Backends {
-        dedupe: Arc::new(dedupe),
-        bus: Arc::new(bus.connect(messaging_metrics, runtime.shutdown.clone())),
-        dedupe_name: "sqlite",
-    };
-    notification_worker::Application::assemble(settings.notification_worker(), runtime, backends).await
+    let service_settings = settings.notification_worker();
+    let backends = notification_worker::Backends::embedded(
+        &settings.data_file(NOTIFICATIONS_DB),
+        &service_settings,
+        Arc::new(bus.connect(messaging_metrics, runtime.shutdown.clone())),
+    )
+    .await?;
+    notification_worker::Application::assemble(service_settings, runtime, backends).await
 }
 
 struct RunningService {

@@ -10,17 +10,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use analytics_service::{
-    Application, Backends,
-    settings::Settings,
-    store::{sql::SqlAnalyticsStore, sqlite},
-};
+use analytics_service::{Application, Backends, settings::Settings};
 use async_trait::async_trait;
 use messaging::{
     Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
     OutgoingMessage, Subscription,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
-    outbox::store::SqlOutbox,
     parked::{
         DeadLetters,
         cli::{ParkedCommand, Unattended},
@@ -127,22 +122,19 @@ impl TestApp {
         let directory = TempDir(std::env::temp_dir().join(&name));
         let mut settings = base_settings();
         adjust(&mut settings);
-        let pool =
-            sqlite::open(&directory.0.join("analytics.db")).await.expect("open the analytics database");
         let parked = ParkedStore::open(&directory.0.join("bus.db")).await.expect("open the bus database");
         let mut runtime = Runtime::new();
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let bus =
             InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
                 .expect("bus settings");
-        let backends = Backends {
-            store: Arc::new(SqlAnalyticsStore::new(pool.clone())),
-            outbox: Arc::new(SqlOutbox::new(pool)),
-            cache: Arc::new(MemoryCache::default()),
-            bus: Arc::new(bus.clone()),
-            store_name: "sqlite",
-            cache_name: "memory",
-        };
+        let backends = Backends::embedded(
+            &directory.0.join("analytics.db"),
+            MemoryCache::default(),
+            Arc::new(bus.clone()),
+        )
+        .await
+        .expect("the embedded backends");
         let application = Application::assemble(settings.clone(), runtime, messaging_metrics, backends)
             .await
             .expect("assemble analytics-service");

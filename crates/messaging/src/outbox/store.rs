@@ -1,5 +1,7 @@
-//! The outbox table (`outbox`, created by each service's migrations), written once for MySQL /
-//! MariaDB and SQLite (`platform::sql`).
+//! Where the outbox rows live: the table `outbox` of the service's own database (created by each
+//! service's migrations), written once for MySQL / MariaDB and SQLite (`platform::sql`). Producers
+//! write rows with [`enqueue`] inside their own transaction; the relay reads them through
+//! [`OutboxStore`].
 //!
 //! MySQL: claims use `FOR UPDATE SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+) in a short READ
 //! COMMITTED transaction, so relays of several replicas never wait for each other and no lock is
@@ -12,11 +14,92 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
-use platform::sql::{Dialect, Kind, Pool, Statement, Value};
+use platform::sql::{self, Dialect, Kind, Pool, Statement, Value};
 use uuid::Uuid;
 
-use super::{Backlog, OutboxError, OutboxRecord, OutboxStore};
+use super::relay::HANDOFF_RESERVATION;
 use crate::OutgoingMessage;
+
+/// An outbox row leased for publishing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub id: i64,
+    pub message: OutgoingMessage,
+    /// Publish attempts so far, this one included.
+    pub attempts: u32,
+}
+
+/// Rows waiting to be published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub pending: u64,
+    pub oldest_age: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("outbox row {id} is corrupt: {reason}")]
+    Corrupt { id: i64, reason: String },
+}
+
+/// Where the outbox rows live: the service's own database.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Leases up to `limit` unpublished rows that are due, oldest first, for `lease`.
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// Removes the rows whose events the broker has confirmed.
+    async fn remove_published(&self, event_ids: &[Uuid]) -> Result<(), OutboxError>;
+    /// Makes the rows due again after `retry_after`, recording why they failed.
+    async fn mark_failed(
+        &self,
+        event_ids: &[Uuid],
+        retry_after: Duration,
+        error: &str,
+    ) -> Result<(), OutboxError>;
+    async fn backlog(&self) -> Result<Backlog, OutboxError>;
+}
+
+/// Writes `messages` into the outbox inside the producer's transaction, reserved for
+/// [`HANDOFF_RESERVATION`]: after the commit, hand them to the relay with
+/// [`super::OutboxHandoff::publish_committed`].
+pub async fn enqueue(
+    executor: &mut dyn sql::Executor,
+    messages: &[OutgoingMessage],
+) -> Result<(), sqlx::Error> {
+    enqueue_reserved(executor, messages, HANDOFF_RESERVATION).await
+}
+
+/// Writes `messages` into the outbox, out of the polling relays' reach for `reserved_for`.
+pub async fn enqueue_reserved(
+    executor: &mut dyn sql::Executor,
+    messages: &[OutgoingMessage],
+    reserved_for: Duration,
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let rows = messages.iter().map(|message| {
+        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
+        vec![
+            message.event_id.into(),
+            message.event_type.as_str().into(),
+            message.routing_key.as_str().into(),
+            message.payload.clone().into(),
+            headers.into(),
+            message.timestamp.into(),
+            (message.timestamp + reserved_for).into(),
+        ]
+    });
+    let insert = sql::Statement::insert(
+        "outbox",
+        &["event_id", "event_type", "routing_key", "payload", "headers", "created_at", "available_at"],
+        rows,
+    );
+    executor.execute(&insert).await?;
+    Ok(())
+}
 
 const MAX_ERROR_LENGTH: usize = 1000;
 

@@ -15,14 +15,9 @@ use messaging::{
     Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
     OutgoingMessage, Subscription,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
-    outbox::store::SqlOutbox,
     rabbitmq::{ExchangeNames, QueueNames},
 };
-use order_service::{
-    Application, Backends,
-    settings::Settings,
-    store::{sql::SqlOrderStore, sqlite},
-};
+use order_service::{Application, Backends, settings::Settings, store::sqlite};
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::Value;
 use sqlx::{MySqlPool, SqlitePool};
@@ -151,21 +146,19 @@ impl TestApp {
         settings.outbox.retry_base_ms = 100;
         settings.outbox.retry_max_ms = 500;
 
-        let pool = sqlite::open(&directory.0.join("orders.db")).await.expect("open the order database");
+        let database = directory.0.join("orders.db");
         let parked = ParkedStore::open(&directory.0.join("bus.db")).await.expect("open the bus database");
         let mut runtime = Runtime::new();
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let bus =
             InProcessBus::new(bus_settings(), parked, messaging_metrics.clone(), runtime.shutdown.clone())
                 .expect("bus settings");
-        let backends = Backends {
-            store: Arc::new(SqlOrderStore::new(pool.clone(), settings.orders.writer_limits())),
-            outbox: Arc::new(SqlOutbox::new(pool.clone())),
-            cache: Arc::new(MemoryCache::default()),
-            bus: Arc::new(bus.clone()),
-            store_name: "sqlite",
-            cache_name: "memory",
-        };
+        let backends =
+            Backends::embedded(&database, &settings, MemoryCache::default(), Arc::new(bus.clone()))
+                .await
+                .expect("the embedded backends");
+        // The test's own connections, to look at what the service stored.
+        let pool = sqlite::open(&database).await.expect("open the order database");
         let application = Application::assemble(settings.clone(), runtime, messaging_metrics, backends)
             .await
             .expect("assemble order-service");

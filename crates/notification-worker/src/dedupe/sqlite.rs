@@ -1,20 +1,18 @@
-//! The notification worker's deduplication store on SQLite: the same claim / sent / release
-//! protocol as the Redis store, kept in a file so that a notification sent before a restart is
-//! not sent again after it.
+//! [`Dedupe`] on SQLite, for the embedded mode: the same claim / sent / release protocol as the
+//! Redis store, kept in a file so that a notification sent before a restart is not sent again
+//! after it.
 
 use std::{path::Path, time::Duration};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use notification_worker::dedupe::{Claim, Dedupe, DedupeError};
 use platform::sqlite::{Durability, SqliteError, time_text};
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/notification-worker/sqlite");
+use super::{Claim, Dedupe, DedupeError, PENDING, SENT};
 
-const PENDING: &str = "pending";
-const SENT: &str = "sent";
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/notification-worker/sqlite");
 
 pub struct SqliteDedupe {
     pool: SqlitePool,
