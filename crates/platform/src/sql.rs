@@ -291,95 +291,86 @@ pub trait Pool: Send + Sync {
     fn executor(&self) -> Box<dyn Executor>;
 }
 
-/// The MySQL side: values bound as MySQL types.
-mod mysql {
-    use super::*;
+/// Binds a statement's values and reads rows for one database: `$module::query` and
+/// `$module::row`. Only times, days and integers differ between the two: `$time` and `$day` are
+/// what a time or a day is bound as, `$read_int`, `$read_time` and `$read_day` read such a column
+/// (`row`, `index`) as an `Option`.
+macro_rules! codec {
+    (
+        $module:ident, $database:ty, $row:ty, $arguments:ty,
+        bind time |$time_value:ident| $time:expr, bind day |$day_value:ident| $day:expr,
+        read int |$int_row:ident, $int_index:ident| $read_int:expr,
+        read time |$time_row:ident, $time_index:ident| $read_time:expr,
+        read day |$day_row:ident, $day_index:ident| $read_day:expr $(,)?
+    ) => {
+        mod $module {
+            use super::*;
 
-    type Query<'q> = sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>;
-
-    pub fn query(statement: &Statement) -> Query<'_> {
-        statement.args.iter().fold(sqlx::query(AssertSqlSafe(statement.sql.as_str())), |query, value| {
-            match value {
-                Value::Null => query.bind(None::<i64>),
-                Value::Int(value) => query.bind(*value),
-                Value::Text(value) => query.bind(value.as_str()),
-                Value::Bytes(value) => query.bind(value.as_slice()),
-                Value::Id(value) => query.bind(*value),
-                Value::Time(value) => query.bind(*value),
-                Value::Day(value) => query.bind(*value),
+            pub fn query(statement: &Statement) -> sqlx::query::Query<'_, $database, $arguments> {
+                let sql = sqlx::query(AssertSqlSafe(statement.sql.as_str()));
+                statement.args.iter().fold(sql, |query, value| match value {
+                    Value::Null => query.bind(None::<i64>),
+                    Value::Int(value) => query.bind(*value),
+                    Value::Text(value) => query.bind(value.as_str()),
+                    Value::Bytes(value) => query.bind(value.as_slice()),
+                    Value::Id(value) => query.bind(*value),
+                    Value::Time($time_value) => query.bind($time),
+                    Value::Day($day_value) => query.bind($day),
+                })
             }
-        })
-    }
 
-    /// An integer column, signed or `UNSIGNED` (which sqlx reads only as an unsigned type).
-    fn int(row: &MySqlRow, index: usize) -> Result<Option<i64>, sqlx::Error> {
-        match row.try_get::<Option<i64>, _>(index) {
-            Ok(value) => Ok(value),
-            Err(signed) => match row.try_get::<Option<u64>, _>(index) {
-                Ok(value) => value.map(i64::try_from).transpose().map_err(|e| sqlx::Error::Decode(e.into())),
-                Err(_) => Err(signed),
-            },
+            pub fn row(row: &$row, columns: &[Kind]) -> Result<Row, sqlx::Error> {
+                let read_int =
+                    |$int_row: &$row, $int_index: usize| -> Result<Option<i64>, sqlx::Error> { $read_int };
+                let read_time = |$time_row: &$row,
+                                 $time_index: usize|
+                 -> Result<Option<DateTime<Utc>>, sqlx::Error> { $read_time };
+                let read_day = |$day_row: &$row,
+                                $day_index: usize|
+                 -> Result<Option<NaiveDate>, sqlx::Error> { $read_day };
+                let mut values = Vec::with_capacity(columns.len());
+                for (index, kind) in columns.iter().enumerate() {
+                    values.push(match kind {
+                        Kind::Int => read_int(row, index)?.into(),
+                        Kind::Text => row.try_get::<Option<String>, _>(index)?.into(),
+                        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(index)?.into(),
+                        Kind::Id => row.try_get::<Option<Uuid>, _>(index)?.into(),
+                        Kind::Time => read_time(row, index)?.into(),
+                        Kind::Day => read_day(row, index)?.into(),
+                    });
+                }
+                Ok(Row(values))
+            }
         }
-    }
-
-    pub fn row(row: &MySqlRow, columns: &[Kind]) -> Result<Row, sqlx::Error> {
-        let mut values = Vec::with_capacity(columns.len());
-        for (index, kind) in columns.iter().enumerate() {
-            let value = match kind {
-                Kind::Int => int(row, index)?.into(),
-                Kind::Text => row.try_get::<Option<String>, _>(index)?.into(),
-                Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(index)?.into(),
-                Kind::Id => row.try_get::<Option<Uuid>, _>(index)?.into(),
-                Kind::Time => row.try_get::<Option<DateTime<Utc>>, _>(index)?.into(),
-                Kind::Day => row.try_get::<Option<NaiveDate>, _>(index)?.into(),
-            };
-            values.push(value);
-        }
-        Ok(Row(values))
-    }
+    };
 }
 
-/// The SQLite side: times as fixed-width UTC text, days as the text of their midnight.
-mod sqlite {
-    use super::*;
+// MySQL: times and days native; an `UNSIGNED` integer column is one sqlx reads only as an
+// unsigned type.
+codec!(
+    mysql, MySql, MySqlRow, sqlx::mysql::MySqlArguments,
+    bind time |time| *time,
+    bind day |day| *day,
+    read int |row, index| match row.try_get::<Option<i64>, _>(index) {
+        Ok(value) => Ok(value),
+        Err(signed) => match row.try_get::<Option<u64>, _>(index) {
+            Ok(value) => value.map(i64::try_from).transpose().map_err(|e| sqlx::Error::Decode(e.into())),
+            Err(_) => Err(signed),
+        },
+    },
+    read time |row, index| row.try_get::<Option<DateTime<Utc>>, _>(index),
+    read day |row, index| row.try_get::<Option<NaiveDate>, _>(index),
+);
 
-    type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
-
-    pub fn query(statement: &Statement) -> Query<'_> {
-        statement.args.iter().fold(sqlx::query(AssertSqlSafe(statement.sql.as_str())), |query, value| {
-            match value {
-                Value::Null => query.bind(None::<i64>),
-                Value::Int(value) => query.bind(*value),
-                Value::Text(value) => query.bind(value.as_str()),
-                Value::Bytes(value) => query.bind(value.as_slice()),
-                Value::Id(value) => query.bind(*value),
-                Value::Time(value) => query.bind(time_text(*value)),
-                Value::Day(value) => query.bind(time_text(value.and_time(NaiveTime::MIN).and_utc())),
-            }
-        })
-    }
-
-    pub fn row(row: &SqliteRow, columns: &[Kind]) -> Result<Row, sqlx::Error> {
-        let mut values = Vec::with_capacity(columns.len());
-        for (index, kind) in columns.iter().enumerate() {
-            let value = match kind {
-                Kind::Int => row.try_get::<Option<i64>, _>(index)?.into(),
-                Kind::Text => row.try_get::<Option<String>, _>(index)?.into(),
-                Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(index)?.into(),
-                Kind::Id => row.try_get::<Option<Uuid>, _>(index)?.into(),
-                Kind::Time => row.try_get::<Option<&str>, _>(index)?.map(parse_time).transpose()?.into(),
-                Kind::Day => row
-                    .try_get::<Option<&str>, _>(index)?
-                    .map(parse_time)
-                    .transpose()?
-                    .map(|t| t.date_naive())
-                    .into(),
-            };
-            values.push(value);
-        }
-        Ok(Row(values))
-    }
-}
+// SQLite: times as fixed-width UTC text, days as the text of their midnight.
+codec!(
+    sqlite, Sqlite, SqliteRow, sqlx::sqlite::SqliteArguments,
+    bind time |time| time_text(*time),
+    bind day |day| time_text(day.and_time(NaiveTime::MIN).and_utc()),
+    read int |row, index| row.try_get::<Option<i64>, _>(index),
+    read time |row, index| row.try_get::<Option<&str>, _>(index)?.map(parse_time).transpose(),
+    read day |row, index| Ok(row.try_get::<Option<&str>, _>(index)?.map(parse_time).transpose()?.map(|t| t.date_naive())),
+);
 
 /// Implements [`Executor`] for a MySQL or SQLite handle (`$executor` reborrows it as sqlx's
 /// executor).
