@@ -24,7 +24,7 @@ test: servers ## Run every test: the Rust suites against the real servers (Rabbi
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 	$(MAKE) api-fuzz
 	@echo "messaging suite against RabbitMQ 3 (:5672)"
-	TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f $(CARGO) nextest run -p messaging --test rabbitmq --no-fail-fast
+	TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f $(CARGO) nextest run -p messaging --test it --no-fail-fast
 	$(MAKE) chart-test
 	$(MAKE) release-check
 	$(MAKE) live-metrics
@@ -72,12 +72,12 @@ scale-out-test: servers ## Two release replicas of each service on a fresh three
 	$(CARGO) build --release --workspace --bins
 	scripts/rabbitmq4.sh cluster-start
 	status=0; TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5681/%2f $(CARGO) nextest run --release -p system-tests \
-		--test scale_out --run-ignored only --no-capture || status=$$?; scripts/rabbitmq4.sh cluster-stop; exit $$status
+		--test it -E 'test(/^scale_out::/)' --run-ignored only --no-capture || status=$$?; scripts/rabbitmq4.sh cluster-stop; exit $$status
 
 .PHONY: outage-drill
 outage-drill: servers ## Release binaries under steady load while analytics' database and Redis are away for 5 minutes (DRILL_OUTAGE_SECONDS, DRILL_RATE); prints what it saw
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) nextest run --release -p system-tests --test drill --run-ignored only --no-capture
+	$(CARGO) nextest run --release -p system-tests --test it -E 'test(/^drill::/)' --run-ignored only --no-capture
 
 .PHONY: order
 order: ## Create a test order

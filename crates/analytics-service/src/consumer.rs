@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use contracts::Event;
 use messaging::{Delivery, EventHandler, HandleError, Handled, consume::apply_isolating};
+use platform::ErrorChain;
 
 use crate::{
     domain::{Effect, OrderChange, OrderFact},
@@ -19,17 +20,6 @@ pub struct OrderEventsHandler {
 impl OrderEventsHandler {
     pub fn new(service: AnalyticsService, queue: String) -> Self {
         OrderEventsHandler { service, queue }
-    }
-
-    fn span(&self, delivery: &Delivery) -> tracing::Span {
-        let span = tracing::info_span!(
-            "consume",
-            otel.kind = "consumer",
-            queue = %self.queue,
-            event_id = delivery.message_id.as_deref().unwrap_or(""),
-        );
-        platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
-        span
     }
 }
 
@@ -55,8 +45,9 @@ fn parse(delivery: &Delivery) -> Result<Incoming, HandleError> {
             Err(HandleError::Permanent(format!("unexpected {} on this queue", other.event_type())))
         }
         Err(error) => {
-            tracing::warn!(event = "invalid_event", error = %error, "parking an event that breaks the contract");
-            Err(HandleError::Permanent(error.to_string()))
+            let reason = ErrorChain(&error).to_string();
+            tracing::warn!(event = "invalid_event", error = %reason, "parking an event that breaks the contract");
+            Err(HandleError::Permanent(reason))
         }
     }
 }
@@ -70,7 +61,7 @@ impl EventHandler for OrderEventsHandler {
         // Position in the batch and span of each delivery being applied.
         let mut pending = Vec::with_capacity(batch.len());
         for (position, delivery) in batch.iter().enumerate() {
-            let span = self.span(delivery);
+            let span = delivery.span(&self.queue);
             match span.in_scope(|| parse(delivery)) {
                 Ok(event) => {
                     incoming.push(event);

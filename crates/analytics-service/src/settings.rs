@@ -93,12 +93,9 @@ impl Settings {
         self.rabbitmq.validate()?;
         self.outbox.validate()?;
         messaging::validate_queues(&self.queues)?;
-        if self.analytics.summary_cache_ttl_seconds == 0 {
-            return Err(ConfigError::invalid(
-                "analytics.summary_cache_ttl_seconds",
-                "must be greater than 0",
-            ));
-        }
-        Ok(())
+        platform::config::require_positive(&[(
+            "analytics.summary_cache_ttl_seconds",
+            self.analytics.summary_cache_ttl_seconds,
+        )])
     }
 }

@@ -77,7 +77,26 @@ pub struct Delivery {
     pub redelivered: bool,
 }
 
-/// What went wrong while handling a delivery, and therefore what to do with it.
+impl Delivery {
+    /// The span of this delivery's handling on `queue`: a consumer span that continues the trace
+    /// of the work that published it (its `traceparent` header), so an order's trace spans the
+    /// services it passes through.
+    pub fn span(&self, queue: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            otel.kind = "consumer",
+            queue = %queue,
+            message_id = self.message_id.as_deref().unwrap_or(""),
+            attempt = self.attempt,
+        );
+        platform::telemetry::set_parent_from_headers(&span, |name| self.headers.get(name).cloned());
+        span
+    }
+}
+
+/// What went wrong while handling a delivery, and therefore what to do with it. The reason is
+/// what a parked message says: built from an error, it carries the error's causes
+/// (`platform::ErrorChain`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
     /// It can never succeed (malformed, violates the contract): dead-letter it at once.

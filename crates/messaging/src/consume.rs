@@ -261,6 +261,19 @@ impl Pipeline {
     }
 }
 
+/// A batch: `first`, then what `next_ready` yields without waiting (it answers `None` when
+/// nothing more has arrived), up to `size` deliveries.
+pub(crate) fn gather<T>(first: T, size: usize, mut next_ready: impl FnMut() -> Option<T>) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < size {
+        match next_ready() {
+            Some(item) => batch.push(item),
+            None => break,
+        }
+    }
+    batch
+}
+
 /// For handlers that apply a batch in one transaction: applies `items` together and, when that
 /// fails for a reason other than an outage, applies each item on its own, so that one bad item
 /// fails alone and the others succeed once. `apply` returns one result per item, in order.

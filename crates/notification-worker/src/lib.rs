@@ -4,8 +4,8 @@
 //! `/livez`, `/readyz` and `/metrics`.
 
 pub mod channel;
+pub mod consumer;
 pub mod dedupe;
-pub mod handler;
 pub mod metrics;
 pub mod settings;
 
@@ -17,8 +17,8 @@ use messaging::{EventBus, MessagingMetrics, Subscription, rabbitmq::RabbitMq};
 use platform::{Runtime, http::Server, redis::RedisClient};
 
 use crate::{
+    consumer::NotificationHandler,
     dedupe::{Dedupe, RedisDedupe, SqliteDedupe},
-    handler::NotificationHandler,
     metrics::NotificationMetrics,
     settings::Settings,
 };
@@ -85,9 +85,8 @@ pub struct Application;
 impl Application {
     /// The production worker: connects to Redis and RabbitMQ (in the background: neither need be
     /// up yet, readiness says when they are), starts consuming, and binds the HTTP listener.
+    /// `settings` are used as [`Settings::load`] checked them.
     pub async fn build(settings: Settings) -> anyhow::Result<Server> {
-        // Before connecting anywhere.
-        settings.validate()?;
         let mut runtime = Runtime::new();
         let messaging_metrics = MessagingMetrics::register(&mut runtime.registry);
         let backends = Backends::production(&settings, &runtime, messaging_metrics)?;
@@ -101,7 +100,6 @@ impl Application {
         runtime: Runtime,
         backends: Backends,
     ) -> anyhow::Result<Server> {
-        settings.validate()?;
         let mut runtime = runtime;
         let notification_metrics = NotificationMetrics::register(&mut runtime.registry);
         let notifications = &settings.notifications;

@@ -4,10 +4,12 @@
 //! [`FLAT_ENV`] (`NOTIFY_CHANNELS=log,webhook`, `WEBHOOK_URL`, `WEBHOOK_SECRET`, …).
 
 use contracts::Queues;
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use messaging::rabbitmq::RabbitSettings;
-use platform::{ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, redis::RedisSettings};
+use platform::{
+    ConfigError, HttpSettings, ShutdownSettings, TelemetrySettings, redis::RedisSettings, settings::Secret,
+};
 use serde::{Deserialize, Serialize};
 
 /// The worker's own flat environment variables and the settings they set.
@@ -156,15 +158,11 @@ impl NotificationSettings {
                 ));
             }
         }
-        if self.claim_ttl_ms == 0 {
-            return Err(ConfigError::invalid("notifications.claim_ttl_ms", "must be greater than 0"));
-        }
-        if self.sent_ttl_seconds == 0 {
-            return Err(ConfigError::invalid("notifications.sent_ttl_seconds", "must be greater than 0"));
-        }
-        if self.concurrency == 0 {
-            return Err(ConfigError::invalid("notifications.concurrency", "must be greater than 0"));
-        }
+        platform::config::require_positive(&[
+            ("notifications.claim_ttl_ms", self.claim_ttl_ms),
+            ("notifications.sent_ttl_seconds", self.sent_ttl_seconds),
+            ("notifications.concurrency", self.concurrency as u64),
+        ])?;
         if self.uses(ChannelKind::Webhook) {
             self.webhook.validate()?;
             // A claim that expired mid-send would let a second worker send the same notification.
@@ -183,13 +181,13 @@ impl NotificationSettings {
 }
 
 /// Configuration section `notifications.webhook`, used when the `webhook` channel is on.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WebhookSettings {
     /// Where notifications are POSTed (`http://` or `https://`). Flat variable `WEBHOOK_URL`.
     pub url: Option<String>,
     /// Key of the HMAC-SHA256 signature of each body. Flat variable `WEBHOOK_SECRET`.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Upper bound on one POST, connection included.
     pub timeout_ms: u64,
 }
@@ -197,17 +195,6 @@ pub struct WebhookSettings {
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings { url: None, secret: None, timeout_ms: 5_000 }
-    }
-}
-
-/// The secret stays out of logs and error messages.
-impl fmt::Debug for WebhookSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookSettings")
-            .field("url", &self.url)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("timeout_ms", &self.timeout_ms)
-            .finish()
     }
 }
 
@@ -232,16 +219,13 @@ impl WebhookSettings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.endpoint()?;
-        if self.secret.as_deref().is_none_or(str::is_empty) {
+        if self.secret.as_ref().is_none_or(Secret::is_empty) {
             return Err(ConfigError::invalid(
                 "notifications.webhook.secret",
                 "required when the webhook channel is on (set WEBHOOK_SECRET)",
             ));
         }
-        if self.timeout_ms == 0 {
-            return Err(ConfigError::invalid("notifications.webhook.timeout_ms", "must be greater than 0"));
-        }
-        Ok(())
+        platform::config::require_positive(&[("notifications.webhook.timeout_ms", self.timeout_ms)])
     }
 }
 
@@ -276,7 +260,11 @@ mod tests {
         let notifications = &settings.notifications;
         assert_eq!(notifications.channels, vec![ChannelKind::Log, ChannelKind::Webhook]);
         assert_eq!(notifications.webhook.url.as_deref(), Some("https://hooks.example.com/orders"));
-        assert_eq!(notifications.webhook.secret.as_deref(), Some("007"), "secrets are read verbatim");
+        assert_eq!(
+            notifications.webhook.secret.as_ref().map(Secret::expose),
+            Some("007"),
+            "secrets are read verbatim"
+        );
         assert_eq!(notifications.webhook.timeout(), Duration::from_millis(1500));
         assert_eq!(settings.http.port, 9000);
     }

@@ -10,7 +10,7 @@ use axum::{
 };
 use contracts::OrderStatus;
 use platform::{
-    ApiError, JsonBody, OptionalJsonBody,
+    ApiError, ErrorChain, JsonBody, OptionalJsonBody,
     access::{ApiGuard, Scope},
     http::ErrorBody,
 };
@@ -80,9 +80,9 @@ fn validation(error: ValidationError) -> ApiError {
 
 /// The single place where store failures become HTTP answers.
 fn store_error(error: StoreError) -> ApiError {
-    match error {
-        StoreError::Unavailable(reason) | StoreError::Conflict(reason) => {
-            tracing::warn!(event = "database_unavailable", error = %reason, "database unavailable");
+    match &error {
+        StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::WriterStopped => {
+            tracing::warn!(event = "database_unavailable", error = %ErrorChain(&error), "database unavailable");
             ApiError::unavailable("the order database is unavailable, try again shortly")
         }
         StoreError::Busy => ApiError::unavailable(
@@ -105,8 +105,8 @@ fn store_error(error: StoreError) -> ApiError {
             "idempotency_key_in_progress",
             "a request with this Idempotency-Key is still being processed; retry once it has completed",
         ),
-        other => {
-            tracing::error!(event = "database_error", error = %other, "database error");
+        StoreError::Database(_) => {
+            tracing::error!(event = "database_error", error = %ErrorChain(&error), "database error");
             ApiError::internal()
         }
     }

@@ -2,10 +2,10 @@
 //! transaction (outbox), serves them from a Redis cache-aside, and moves them to `processed` when
 //! analytics reports it.
 
+pub mod consumer;
 pub mod domain;
 pub mod http;
 pub mod metrics;
-pub mod processed;
 pub mod service;
 pub mod settings;
 pub mod store;
@@ -27,8 +27,8 @@ use platform::{
 };
 
 use crate::{
+    consumer::OrderProcessedHandler,
     metrics::OrderMetrics,
-    processed::OrderProcessedHandler,
     service::OrderService,
     settings::Settings,
     store::{OrderStore, sql::SqlOrderStore},

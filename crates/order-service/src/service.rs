@@ -125,7 +125,7 @@ impl OrderService {
         );
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(created)) => created,
-            Ok(Err(_)) => Err(StoreError::Unavailable("the order write stopped".into())),
+            Ok(Err(_)) => Err(StoreError::WriterStopped),
             Err(_) if gate.abandon() => Err(StoreError::Expired),
             Err(_) => Err(StoreError::OutcomeUnknown),
         }
@@ -170,7 +170,7 @@ impl OrderService {
         );
         match tokio::time::timeout(self.write_timeout, write).await {
             Ok(Ok(cancelled)) => cancelled,
-            Ok(Err(_)) => Err(StoreError::Unavailable("the cancellation stopped".into())),
+            Ok(Err(_)) => Err(StoreError::WriterStopped),
             Err(_) => Err(StoreError::OutcomeUnknown),
         }
     }

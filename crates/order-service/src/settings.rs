@@ -137,18 +137,12 @@ impl Settings {
         self.rabbitmq.validate()?;
         self.outbox.validate()?;
         messaging::validate_queues(&self.queues)?;
-        if self.orders.cache_ttl_seconds == 0 {
-            return Err(ConfigError::invalid("orders.cache_ttl_seconds", "must be greater than 0"));
-        }
-        if self.orders.writers == 0 {
-            return Err(ConfigError::invalid("orders.writers", "must be greater than 0"));
-        }
-        if self.orders.write_batch_size == 0 {
-            return Err(ConfigError::invalid("orders.write_batch_size", "must be greater than 0"));
-        }
-        if self.orders.max_waiting_writes == 0 {
-            return Err(ConfigError::invalid("orders.max_waiting_writes", "must be greater than 0"));
-        }
+        platform::config::require_positive(&[
+            ("orders.cache_ttl_seconds", self.orders.cache_ttl_seconds),
+            ("orders.writers", self.orders.writers as u64),
+            ("orders.write_batch_size", self.orders.write_batch_size as u64),
+            ("orders.max_waiting_writes", self.orders.max_waiting_writes as u64),
+        ])?;
         self.orders.check_write_timeout(&self.http)?;
         Ok(())
     }

@@ -92,9 +92,7 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
-        if self.cache_max_bytes == 0 {
-            return Err(ConfigError::invalid("cache_max_bytes", "must be greater than 0"));
-        }
+        platform::config::require_positive(&[("cache_max_bytes", self.cache_max_bytes)])?;
         self.bus.validate()?;
         self.order_service().validate()?;
         self.analytics_service().validate()?;

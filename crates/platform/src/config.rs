@@ -70,6 +70,14 @@ impl ConfigError {
     }
 }
 
+/// Checks a table of settings that must be greater than 0; the error names the first that is not.
+pub fn require_positive(settings: &[(&str, u64)]) -> Result<(), ConfigError> {
+    match settings.iter().find(|(_, value)| *value == 0) {
+        Some((key, _)) => Err(ConfigError::invalid(key, "must be greater than 0")),
+        None => Ok(()),
+    }
+}
+
 /// Read from the working directory, when present: `NAME=value` lines for variables the process
 /// environment does not set.
 pub const DOTENV_FILE: &str = ".env";

@@ -9,7 +9,7 @@ use crate::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
-use crate::config::ConfigError;
+use crate::{config::ConfigError, settings::Secret};
 
 /// Idle time after which a pooled connection is pinged before it is used again.
 const STALE_AFTER: Duration = Duration::from_secs(5);
@@ -22,7 +22,7 @@ pub struct DatabaseSettings {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    pub password: Secret,
     pub name: String,
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing.
@@ -60,7 +60,7 @@ impl DatabaseSettings {
                     .database(&self.name);
                 // An empty password means "no password": sending an empty one fails against an
                 // account that has none.
-                Ok(if self.password.is_empty() { options } else { options.password(&self.password) })
+                Ok(if self.password.is_empty() { options } else { options.password(self.password.expose()) })
             }
         }
     }
@@ -72,9 +72,7 @@ impl DatabaseSettings {
 
     /// A pool that connects on first use, so that a database that is down at start is retried.
     pub fn pool(&self) -> Result<MySqlPool, ConfigError> {
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid("database.max_connections", "must be greater than 0"));
-        }
+        crate::config::require_positive(&[("database.max_connections", u64::from(self.max_connections))])?;
         Ok(MySqlPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
@@ -100,7 +98,7 @@ impl Default for DatabaseSettings {
             host: "localhost".into(),
             port: 3306,
             user: "root".into(),
-            password: String::new(),
+            password: Secret::default(),
             name: String::new(),
             max_connections: 16,
             acquire_timeout_ms: 3_000,

@@ -6,6 +6,7 @@ pub mod access;
 pub mod cache;
 pub mod config;
 pub mod database;
+pub mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod sqlite;
 pub mod telemetry;
 
 pub use config::ConfigError;
+pub use error::ErrorChain;
 pub use health::{DependencyStatus, Health};
 pub use http::{ApiError, JsonBody, OptionalJsonBody};
 pub use settings::{HttpSettings, ShutdownSettings, TelemetrySettings};

@@ -12,7 +12,7 @@ use deadpool_redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::{config::ConfigError, error::Cause, settings::Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -21,7 +21,7 @@ pub struct RedisSettings {
     pub url: Option<String>,
     pub host: String,
     pub port: u16,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub db: i64,
     /// Prepended to every key, so that several systems (or test runs) can share one server.
     pub key_prefix: String,
@@ -45,7 +45,11 @@ impl RedisSettings {
                     redis: RedisConnectionInfo {
                         db: self.db,
                         username: None,
-                        password: self.password.clone().filter(|p| !p.is_empty()),
+                        password: self
+                            .password
+                            .as_ref()
+                            .filter(|p| !p.is_empty())
+                            .map(|p| p.expose().to_owned()),
                         protocol: ProtocolVersion::RESP2,
                     },
                 }),
@@ -80,13 +84,13 @@ impl Default for RedisSettings {
 }
 
 /// Why a Redis command did not complete.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisError {
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Redis answered, with an error (an unknown or forbidden command, a wrong type).
     #[error("redis refused the command: {0}")]
-    Refused(String),
+    Refused(#[source] Cause),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
 }
@@ -111,7 +115,7 @@ impl RedisClient {
         if let Some(connection) = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(connection);
         }
-        let pooled = self.pool.get().await.map_err(|e| RedisError::Unavailable(e.to_string()))?;
+        let pooled = self.pool.get().await.map_err(|e| RedisError::Unavailable(Arc::new(e)))?;
         let connection = MultiplexedConnection::clone(&pooled);
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
         Ok(connection)
@@ -126,9 +130,9 @@ impl RedisClient {
             let mut connection = self.connection().await?;
             operation(&mut connection).await.map_err(|error| {
                 if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
-                    RedisError::Unavailable(error.to_string())
+                    RedisError::Unavailable(Arc::new(error))
                 } else {
-                    RedisError::Refused(error.to_string())
+                    RedisError::Refused(Arc::new(error))
                 }
             })
         };

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
@@ -38,19 +39,12 @@ impl HttpSettings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.request_timeout_ms == 0 {
-            return Err(ConfigError::invalid("http.request_timeout_ms", "must be greater than 0"));
-        }
-        if self.body_limit_bytes == 0 {
-            return Err(ConfigError::invalid("http.body_limit_bytes", "must be greater than 0"));
-        }
-        if self.header_read_timeout_ms == 0 {
-            return Err(ConfigError::invalid("http.header_read_timeout_ms", "must be greater than 0"));
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid("http.max_connections", "must be greater than 0"));
-        }
-        Ok(())
+        crate::config::require_positive(&[
+            ("http.request_timeout_ms", self.request_timeout_ms),
+            ("http.body_limit_bytes", self.body_limit_bytes as u64),
+            ("http.header_read_timeout_ms", self.header_read_timeout_ms),
+            ("http.max_connections", self.max_connections as u64),
+        ])
     }
 }
 
@@ -131,6 +125,55 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines, for a terminal.
     Text,
+}
+
+/// A secret setting (a password, a signing key): `Debug` never shows it, and its memory is zeroed
+/// when dropped. Read it with [`Secret::expose`] where it is used. It serializes as itself only
+/// because the loader merges the defaults into the configuration through serde.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Self {
+        Secret(SecretString::from(secret))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Secret(SecretString::from(secret))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_empty() { "\"\"" } else { "[redacted]" })
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
 }
 
 /// Deserializes a list setting from a list (`[200, "500"]` from TOML) or from a string separated

@@ -10,11 +10,11 @@ use std::{
 };
 
 use base64::Engine;
-use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
+use messaging::rabbitmq::RabbitSettings;
 use reqwest::Url;
 use serde_json::{Map, Value};
 use sqlx::{Connection, Executor};
-use test_support::{TestDatabase, unique_name};
+use test_support::{Cleanup, TestDatabase, unique_name};
 
 use crate::{SERVICES, ServiceProcess, WebhookReceiver};
 
@@ -310,6 +310,8 @@ pub struct ChartSystem {
     /// The private loopback address each service listens on, its pod IP (see [`run_env`]).
     addresses: BTreeMap<&'static str, Ipv4Addr>,
     databases: Vec<(TestDatabase, DatabaseAccount)>,
+    /// Dropped last: the run's queues, exchanges and Redis keys.
+    _cleanup: Cleanup,
 }
 
 /// What one run changes in the chart's environment.
@@ -347,12 +349,16 @@ impl DatabaseAccount {
         }
         account
     }
+}
 
-    pub async fn drop(self) {
-        if let Ok(mut admin) = sqlx::MySqlConnection::connect(&test_support::mysql_admin_url()).await {
-            let _ =
-                admin.execute(sqlx::AssertSqlSafe(format!("DROP USER IF EXISTS '{}'@'%'", self.user))).await;
-        }
+impl Drop for DatabaseAccount {
+    fn drop(&mut self) {
+        let user = std::mem::take(&mut self.user);
+        test_support::run_cleanup(async move {
+            let mut admin = sqlx::MySqlConnection::connect(&test_support::mysql_admin_url()).await?;
+            admin.execute(sqlx::AssertSqlSafe(format!("DROP USER IF EXISTS '{user}'@'%'"))).await?;
+            Ok(())
+        });
     }
 }
 
@@ -412,6 +418,7 @@ impl ChartSystem {
             envs: BTreeMap::new(),
             addresses: BTreeMap::new(),
             databases: Vec::new(),
+            _cleanup: crate::cleanup_of(&name, RabbitSettings::default().retry_delays_ms),
         };
         for deployment in &deployments {
             let uses_database = settings_defaults(deployment.binary).get("database").is_some();
@@ -461,22 +468,11 @@ impl ChartSystem {
         format!("http://{}:{port}{path}", self.addresses[binary])
     }
 
-    /// Stops what still runs and removes everything the run created.
-    pub async fn cleanup(self) {
-        for (_, process) in self.processes {
+    /// Stops what still runs; dropping the system then removes everything the run created (as
+    /// it does when a test fails).
+    pub async fn cleanup(mut self) {
+        for (_, process) in std::mem::take(&mut self.processes) {
             process.kill_hard().await;
-        }
-        let rabbit =
-            RabbitSettings { exchange: format!("{}.orders", self.name), ..RabbitSettings::default() };
-        let queues: Vec<String> = QUEUES
-            .iter()
-            .flat_map(|(_, queue)| QueueNames::new(&format!("{}.{queue}", self.name), &rabbit).all())
-            .collect();
-        let _ = test_support::delete_amqp(&queues, &ExchangeNames::new(&rabbit).all()).await;
-        let _ = test_support::delete_redis_prefix(&format!("{}:", self.name)).await;
-        for (database, account) in self.databases {
-            account.drop().await;
-            let _ = database.drop().await;
         }
     }
 }

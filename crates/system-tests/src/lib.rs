@@ -26,7 +26,7 @@ use axum::{
 };
 use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
 use serde_json::{Value, json};
-use test_support::{FaultProxy, TestDatabase, eventually, host_port, unique_name};
+use test_support::{Cleanup, FaultProxy, TestDatabase, eventually, host_port, unique_name};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -397,6 +397,8 @@ pub struct System {
     analytics_db: TestDatabase,
     /// Present when started with [`Options::faults`].
     pub faults: Option<Faults>,
+    /// Dropped last, after the processes are gone and the databases dropped.
+    _cleanup: Cleanup,
 }
 
 impl System {
@@ -414,6 +416,7 @@ impl System {
             None => test_support::redis_url(),
         };
         let name = unique_name();
+        let cleanup = cleanup_of(&name, RETRY_DELAYS_MS.to_vec());
         let order_db = TestDatabase::create().await.expect("order database");
         let analytics_db = TestDatabase::create().await.expect("analytics database");
         let (webhook, webhook_url) = WebhookReceiver::start().await;
@@ -460,6 +463,7 @@ impl System {
             order_db,
             analytics_db,
             faults,
+            _cleanup: cleanup,
         };
         if start_analytics {
             system.start_analytics().await;
@@ -570,25 +574,25 @@ impl System {
         parked
     }
 
-    /// Stops every process and removes everything the test created.
+    /// Stops every process; dropping the system then removes everything the test created (as it
+    /// does when a test fails).
     pub async fn cleanup(self) {
         for process in [Some(self.order), self.analytics, Some(self.notifications)].into_iter().flatten() {
             process.kill_hard().await;
         }
-        let rabbit = RabbitSettings {
-            exchange: self.env["ORDERFLOW_RABBITMQ__EXCHANGE"].clone(),
-            retry_delays_ms: RETRY_DELAYS_MS.to_vec(),
-            ..RabbitSettings::default()
-        };
-        let queues: Vec<String> = ["orders.processed", "analytics.orders", "notifications.orders"]
-            .iter()
-            .flat_map(|q| QueueNames::new(&format!("{}.{q}", self.name), &rabbit).all())
-            .collect();
-        let _ = test_support::delete_amqp(&queues, &ExchangeNames::new(&rabbit).all()).await;
-        let _ = test_support::delete_redis_prefix(&format!("{}:", self.name)).await;
-        let _ = self.order_db.drop().await;
-        let _ = self.analytics_db.drop().await;
     }
+}
+
+/// What a system named `name` leaves on the shared servers: its queues (with retry queues for
+/// `retry_delays_ms`), exchanges and Redis keys.
+fn cleanup_of(name: &str, retry_delays_ms: Vec<u64>) -> Cleanup {
+    let rabbit =
+        RabbitSettings { exchange: format!("{name}.orders"), retry_delays_ms, ..RabbitSettings::default() };
+    let queues = ["orders.processed", "analytics.orders", "notifications.orders"]
+        .iter()
+        .flat_map(|queue| QueueNames::new(&format!("{name}.{queue}"), &rabbit).all())
+        .collect();
+    Cleanup { queues, exchanges: ExchangeNames::new(&rabbit).all(), redis_prefix: Some(format!("{name}:")) }
 }
 
 /// `env` with the service's database, reached through `proxy` when given.

@@ -137,7 +137,7 @@ pub fn isolated_queues(name: &str) -> contracts::Queues {
     }
 }
 
-/// A MySQL database that exists for one test.
+/// A MySQL database that exists for one test: dropped with this value, also when the test fails.
 pub struct TestDatabase {
     pub name: String,
 }
@@ -155,11 +155,59 @@ impl TestDatabase {
     pub fn url(&self) -> String {
         format!("{}/{}", mysql_admin_url().trim_end_matches('/'), self.name)
     }
+}
 
-    pub async fn drop(self) -> anyhow::Result<()> {
-        let mut admin = MySqlConnection::connect(&mysql_admin_url()).await?;
-        admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{}`", self.name))).await?;
-        Ok(())
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        run_cleanup(async move {
+            let mut admin = MySqlConnection::connect(&mysql_admin_url()).await?;
+            // A connection a failed test left inside a transaction must not hold the drop for
+            // long: a database left behind is dropped as stale by a later run.
+            admin.execute("SET SESSION lock_wait_timeout = 5").await?;
+            admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`"))).await?;
+            Ok(())
+        });
+    }
+}
+
+/// The queues, exchanges and Redis keys a test created on the shared servers, deleted when this
+/// is dropped, also when the test fails.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    pub queues: Vec<String>,
+    pub exchanges: Vec<String>,
+    /// Every Redis key under this prefix.
+    pub redis_prefix: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
+        let prefix = self.redis_prefix.take();
+        run_cleanup(async move {
+            delete_amqp(&queues, &exchanges).await?;
+            match prefix {
+                Some(prefix) => delete_redis_prefix(&prefix).await,
+                None => Ok(()),
+            }
+        });
+    }
+}
+
+/// Runs `cleanup` to its end from a `Drop`, which may run inside a runtime that cannot block: on
+/// a thread and a runtime of its own. A failure is reported, not raised (the test may be failing
+/// already).
+pub fn run_cleanup(cleanup: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(cleanup)
+    });
+    match thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("test cleanup failed: {error:#}"),
+        Err(_) => eprintln!("test cleanup panicked"),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use messaging::{HandleError, OutgoingMessage};
+use platform::ErrorChain;
 use uuid::Uuid;
 
 use crate::domain::{Bucket, CustomerTotal, Effect, Interval, OrderChange, ProductTotal, Ranking, Summary};
@@ -77,12 +78,13 @@ impl StoreError {
     /// What a consumer does about it: wait out an outage, retry a conflict or an unknown error
     /// later, park what the database refuses.
     pub fn into_handle_error(self) -> HandleError {
+        let reason = ErrorChain(&self).to_string();
         match self {
-            StoreError::Unavailable(_) => HandleError::Unavailable(self.to_string()),
+            StoreError::Unavailable(_) => HandleError::Unavailable(reason),
             StoreError::Conflict(_) | StoreError::Raced | StoreError::Database(_) => {
-                HandleError::Transient(self.to_string())
+                HandleError::Transient(reason)
             }
-            StoreError::Rejected(_) => HandleError::Permanent(self.to_string()),
+            StoreError::Rejected(_) => HandleError::Permanent(reason),
         }
     }
 }

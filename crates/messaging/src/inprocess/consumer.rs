@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{Hub, Pending, Queue, parked::Replay};
-use crate::consume::{Action, Handling, Pipeline};
+use crate::consume::{self, Action, Handling, Pipeline};
 use platform::Shutdown;
 
 pub(super) struct Consumer {
@@ -39,14 +39,7 @@ impl Consumer {
                     None => break,
                 },
             };
-            let mut batch = vec![first];
-            // Take what has already arrived, never wait for more.
-            while batch.len() < batch_size {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
+            let batch = consume::gather(first, batch_size, || receiver.try_recv().ok());
             self.queue.ready.fetch_sub(batch.len(), Ordering::SeqCst);
             self.process(batch).await;
         }

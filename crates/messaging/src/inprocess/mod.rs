@@ -78,14 +78,12 @@ impl Default for InProcessSettings {
 impl InProcessSettings {
     /// Checks every value; the error names the offending key (under `bus.`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.batch_size == 0 {
-            return Err(ConfigError::invalid("bus.batch_size", "must be greater than 0"));
-        }
+        platform::config::require_positive(&[
+            ("bus.batch_size", self.batch_size as u64),
+            ("bus.replay_poll_interval_ms", self.replay_poll_interval_ms),
+        ])?;
         if self.retry_delays_ms.contains(&0) {
             return Err(ConfigError::invalid("bus.retry_delays_ms", "every delay must be greater than 0"));
-        }
-        if self.replay_poll_interval_ms == 0 {
-            return Err(ConfigError::invalid("bus.replay_poll_interval_ms", "must be greater than 0"));
         }
         let retrying: u64 = self.retry_delays_ms.iter().fold(0u64, |sum, &delay| sum.saturating_add(delay));
         if self.confirm_timeout_ms <= retrying {

@@ -16,8 +16,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::{
     Delivery,
-    parked::{ParkedMessage, Selection},
-    rabbitmq::headers,
+    parked::{ParkedMessage, Selection, headers},
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inprocess-bus/sqlite");

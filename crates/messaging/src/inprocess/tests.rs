@@ -189,7 +189,7 @@ async fn permanent_failures_are_parked_at_once_and_can_be_replayed() {
     assert_eq!(listed["queues"][0]["parked"], 1);
     let parked = &listed["queues"][0]["messages"][0];
     assert_eq!(parked["reason"], "not an envelope");
-    assert_eq!(parked["headers"][crate::rabbitmq::headers::DEATH_REASON], "not an envelope");
+    assert_eq!(parked["headers"][crate::parked::headers::DEATH_REASON], "not an envelope");
 
     // The script is used up: replayed, it succeeds and leaves the dead-letter store.
     let replayed = operator(&bus, "parked replay").await;

@@ -42,18 +42,13 @@ impl Default for RelaySettings {
 
 impl RelaySettings {
     pub fn validate(&self) -> Result<(), platform::ConfigError> {
-        let positive = [
+        platform::config::require_positive(&[
             ("outbox.batch_size", self.batch_size as u64),
             ("outbox.lease_ms", self.lease_ms),
             ("outbox.poll_interval_ms", self.poll_interval_ms),
             ("outbox.retry_base_ms", self.retry_base_ms),
             ("outbox.housekeeping_interval_ms", self.housekeeping_interval_ms),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(platform::ConfigError::invalid(key, "must be greater than 0"));
-            }
-        }
+        ])?;
         if self.retry_max_ms < self.retry_base_ms {
             return Err(platform::ConfigError::invalid(
                 "outbox.retry_max_ms",

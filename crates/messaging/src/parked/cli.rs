@@ -14,8 +14,7 @@ use std::{
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use super::{DeadLetters, ParkedMessage, Selection};
-use crate::rabbitmq::headers;
+use super::{DeadLetters, ParkedMessage, Selection, headers};
 
 /// Messages `parked list` shows unless told otherwise.
 pub const DEFAULT_LIST_LIMIT: usize = 100;

@@ -2,6 +2,7 @@
 //! and the operations every bus adapter offers on them ([`DeadLetters`]).
 
 pub mod cli;
+pub mod headers;
 
 use std::collections::BTreeMap;
 

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     Delivery, Subscription,
-    consume::{Action, Handling, Pipeline},
+    consume::{self, Action, Handling, Pipeline},
 };
 
 /// Pause before requeueing deliveries whose copy could not be published, so that a broker in
@@ -109,21 +109,17 @@ impl QueueConsumer {
                 () = self.session.lost() => return Ok(()),
                 next = consumer.next() => next,
             };
-            let mut batch = vec![received(first)?];
-            // Take what has already arrived, never wait for more.
+            // An error after the first delivery ends the consumer once the batch is settled.
             let mut ended = None;
-            while batch.len() < settings.batch_size {
-                match consumer.next().now_or_never() {
-                    None => break,
-                    Some(next) => match received(next) {
-                        Ok(delivery) => batch.push(delivery),
-                        Err(error) => {
-                            ended = Some(error);
-                            break;
-                        }
-                    },
+            let batch = consume::gather(received(first)?, settings.batch_size, || {
+                match received(consumer.next().now_or_never()?) {
+                    Ok(delivery) => Some(delivery),
+                    Err(error) => {
+                        ended = Some(error);
+                        None
+                    }
                 }
-            }
+            });
             self.process(&channel, batch).await?;
             if let Some(error) = ended {
                 return Err(error);

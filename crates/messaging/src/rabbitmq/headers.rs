@@ -6,13 +6,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 /// Retries a delivery has been through (owned by this adapter, written on each retry copy).
 pub const RETRY_COUNT: &str = "x-retry-count";
-/// Why a message was parked.
-pub const DEATH_REASON: &str = "x-death-reason";
-/// When it was parked (RFC 3339).
-pub const FAILED_AT: &str = "x-failed-at";
-/// The routing key it was first published with: retries and parking re-route a message, and the
-/// handler must still see where it came from.
-pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+pub use crate::parked::headers::{DEATH_REASON, FAILED_AT, ORIGINAL_ROUTING_KEY};
 /// A reason other tools put on parked messages.
 pub const ERROR: &str = "x-error";
 /// The broker's own reason for the first dead-lettering (`delivery_limit`, `rejected`, …).

@@ -27,7 +27,7 @@ use contracts::QueueBinding;
 use platform::{ConfigError, DependencyStatus, Shutdown};
 
 pub use settings::RabbitSettings;
-pub use topology::{ExchangeNames, QueueNames, RetryQueue};
+pub use topology::{ExchangeNames, QueueNames, RetryQueue, queue_names_of};
 
 use crate::{MessagingMetrics, Subscription};
 use supervisor::Session;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
-use platform::ConfigError;
+use platform::{ConfigError, settings::Secret};
 use serde::{Deserialize, Serialize};
 
 /// Longest name RabbitMQ accepts for a queue, an exchange or a routing key.
@@ -21,7 +21,7 @@ pub struct RabbitSettings {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    pub password: Secret,
     pub vhost: String,
     /// The broker's nodes, `host` or `host:port` each (port 5672 when left out), for a cluster:
     /// they replace the host and port of `url` (or of `host`/`port`). A service connects to the
@@ -93,12 +93,6 @@ impl RabbitSettings {
                 format!("must be at most {} bytes", MAX_NAME_LENGTH - ".retry".len()),
             ));
         }
-        if self.prefetch == 0 {
-            return Err(ConfigError::invalid("rabbitmq.prefetch", "must be greater than 0"));
-        }
-        if self.batch_size == 0 {
-            return Err(ConfigError::invalid("rabbitmq.batch_size", "must be greater than 0"));
-        }
         if self.retry_delays_ms.contains(&0) {
             return Err(ConfigError::invalid(
                 "rabbitmq.retry_delays_ms",
@@ -112,19 +106,14 @@ impl RabbitSettings {
                 format!("every delay must be at most {} ms", i32::MAX),
             ));
         }
-        if self.delivery_limit == 0 {
-            return Err(ConfigError::invalid("rabbitmq.delivery_limit", "must be greater than 0"));
-        }
-        if self.paused_hold_ms == 0 {
-            return Err(ConfigError::invalid("rabbitmq.paused_hold_ms", "must be greater than 0"));
-        }
-        if self.publish_timeout_ms == 0 {
-            return Err(ConfigError::invalid("rabbitmq.publish_timeout_ms", "must be greater than 0"));
-        }
-        if self.reconnect_max_backoff_ms == 0 {
-            return Err(ConfigError::invalid("rabbitmq.reconnect_max_backoff_ms", "must be greater than 0"));
-        }
-        Ok(())
+        platform::config::require_positive(&[
+            ("rabbitmq.prefetch", u64::from(self.prefetch)),
+            ("rabbitmq.batch_size", self.batch_size as u64),
+            ("rabbitmq.delivery_limit", u64::from(self.delivery_limit)),
+            ("rabbitmq.paused_hold_ms", self.paused_hold_ms),
+            ("rabbitmq.publish_timeout_ms", self.publish_timeout_ms),
+            ("rabbitmq.reconnect_max_backoff_ms", self.reconnect_max_backoff_ms),
+        ])
     }
 
     /// The URL to connect to: `url` when set, else one composed from the separate fields.
@@ -134,7 +123,7 @@ impl RabbitSettings {
             None => format!(
                 "amqp://{}:{}@{}:{}/{}",
                 percent_encode(&self.user),
-                percent_encode(&self.password),
+                percent_encode(self.password.expose()),
                 self.host,
                 self.port,
                 percent_encode(&self.vhost),
@@ -322,7 +311,7 @@ mod tests {
         .map(|(name, value)| (name.to_owned(), value.to_owned()));
         let config: Config = platform::config::load_from(&Config::default(), &[], env).unwrap();
         assert_eq!(config.rabbitmq.host, "rabbit");
-        assert_eq!(config.rabbitmq.password, "007");
+        assert_eq!(config.rabbitmq.password.expose(), "007");
         assert_eq!(config.rabbitmq.retry_delays_ms, vec![200, 500]);
         assert_eq!(config.rabbitmq.prefetch, 16);
         assert_eq!(config.rabbitmq.addresses, ["rabbit-0:5672", "rabbit-1:5672"]);

@@ -42,6 +42,12 @@ impl ExchangeNames {
     }
 }
 
+/// Every queue a system with these subscription `queues` declares: each with its retry and
+/// dead-letter queues.
+pub fn queue_names_of(queues: &contracts::Queues, settings: &RabbitSettings) -> Vec<String> {
+    queues.bindings().iter().flat_map(|binding| QueueNames::new(&binding.queue, settings).all()).collect()
+}
+
 /// The queues that serve one subscription queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueNames {

@@ -41,8 +41,8 @@ pub struct WebhookChannel {
 }
 
 impl WebhookChannel {
+    /// A channel for `settings`, checked when they were loaded ([`crate::settings::Settings::load`]).
     pub fn new(settings: &WebhookSettings) -> Result<Self, ConfigError> {
-        settings.validate()?;
         let client = reqwest::Client::builder()
             .timeout(settings.timeout())
             // A webhook that moved is a configuration to fix, not something to follow blindly.
@@ -55,7 +55,11 @@ impl WebhookChannel {
         Ok(WebhookChannel {
             client,
             url: settings.endpoint()?,
-            secret: settings.secret.clone().unwrap_or_default().into_bytes(),
+            secret: settings
+                .secret
+                .as_ref()
+                .map(|secret| secret.expose().as_bytes().to_vec())
+                .unwrap_or_default(),
             timeout: settings.timeout(),
         })
     }

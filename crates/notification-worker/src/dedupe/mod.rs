@@ -19,6 +19,7 @@ pub mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use platform::error::Cause;
 use uuid::Uuid;
 
 pub use redis::RedisDedupe;
@@ -39,10 +40,10 @@ pub enum Claim {
     InProgress,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DedupeError {
     #[error("deduplication store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     #[error("deduplication store did not answer within {0:?}")]
     Timeout(Duration),
     /// The store answers but would not keep what it is told.

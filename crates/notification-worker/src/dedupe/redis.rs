@@ -105,7 +105,7 @@ impl RedisDedupe {
         match self.client.query::<Vec<String>>(&get).await {
             Ok(pair) => Ok(pair.into_iter().nth(1)),
             Err(RedisError::Refused(_)) => Ok(None),
-            Err(RedisError::Unavailable(reason)) => Err(DedupeError::Unavailable(reason)),
+            Err(RedisError::Unavailable(cause)) => Err(DedupeError::Unavailable(cause)),
             Err(RedisError::Timeout(after)) => Err(DedupeError::Timeout(after)),
         }
     }
@@ -128,7 +128,7 @@ impl RedisDedupe {
         F: AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
     {
         self.client.run(operation).await.map_err(|error| match error {
-            RedisError::Unavailable(reason) | RedisError::Refused(reason) => DedupeError::Unavailable(reason),
+            RedisError::Unavailable(cause) | RedisError::Refused(cause) => DedupeError::Unavailable(cause),
             RedisError::Timeout(after) => DedupeError::Timeout(after),
         })
     }

@@ -2,7 +2,7 @@
 //! Redis store, kept in a file so that a notification sent before a restart is not sent again
 //! after it.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -21,7 +21,7 @@ pub struct SqliteDedupe {
 }
 
 fn unavailable(error: sqlx::Error) -> DedupeError {
-    DedupeError::Unavailable(error.to_string())
+    DedupeError::Unavailable(Arc::new(error))
 }
 
 /// Now plus `ttl`, in the stored time format (capped at a century: no date overflow).

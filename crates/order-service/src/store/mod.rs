@@ -5,6 +5,8 @@ pub mod sql;
 pub mod sqlite;
 pub mod writer;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use messaging::OutgoingMessage;
@@ -73,15 +75,20 @@ pub struct ListQuery {
     pub limit: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Database errors keep the driver's error as their source, shared
+/// (`Arc`) so that every order of a failed write batch carries it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database serves nothing right now (unreachable, out of connections, failing over);
     /// the caller may retry once it is back.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("the order database is unavailable")]
+    Unavailable(#[source] Arc<sqlx::Error>),
     /// A passing conflict (deadlock, lock timeout); the caller may retry.
-    #[error("database conflict: {0}")]
-    Conflict(String),
+    #[error("conflict in the order database")]
+    Conflict(#[source] Arc<sqlx::Error>),
+    /// The task storing the request stopped before answering (the process is shutting down).
+    #[error("the order writer stopped")]
+    WriterStopped,
     /// Too many writes are waiting; this one was not queued, nothing was written.
     #[error("too many writes are waiting")]
     Busy,
@@ -97,32 +104,19 @@ pub enum StoreError {
     /// A request with this key is still being stored by this process.
     #[error("a request with this idempotency key is still in progress")]
     IdempotencyKeyInProgress,
-    #[error("stored order is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Database(sqlx::Error),
-    /// A database error shared by every order of a failed write batch.
-    #[error("database error: {0}")]
-    Failed(String),
+    /// The database refused the statement or returned what the store cannot read.
+    #[error("the order database failed")]
+    Database(#[source] Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match platform::database::failure(&error) {
-            Failure::Outage => StoreError::Unavailable(error.to_string()),
-            Failure::Conflict => StoreError::Conflict(error.to_string()),
+        let failure = platform::database::failure(&error);
+        let error = Arc::new(error);
+        match failure {
+            Failure::Outage => StoreError::Unavailable(error),
+            Failure::Conflict => StoreError::Conflict(error),
             Failure::Rejected | Failure::Other => StoreError::Database(error),
-        }
-    }
-}
-
-impl StoreError {
-    /// The error of a failed batch, for each of its callers (sqlx errors cannot be cloned).
-    pub(crate) fn for_each_caller(error: &sqlx::Error) -> StoreError {
-        match platform::database::failure(error) {
-            Failure::Outage => StoreError::Unavailable(error.to_string()),
-            Failure::Conflict => StoreError::Conflict(error.to_string()),
-            Failure::Rejected | Failure::Other => StoreError::Failed(error.to_string()),
         }
     }
 }

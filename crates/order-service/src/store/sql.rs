@@ -203,7 +203,10 @@ impl BatchWrite for SqlWriter {
                 }
                 outcomes
             }
-            Err(error) => commands.iter().map(|_| Err(StoreError::for_each_caller(&error))).collect(),
+            Err(error) => {
+                let error = StoreError::from(error);
+                commands.iter().map(|_| Err(error.clone())).collect()
+            }
         };
         for (request, outcome) in requests.into_iter().zip(outcomes) {
             let _ = request.reply.send(outcome);
@@ -215,15 +218,15 @@ impl SqlWriter {
     /// One order in its own transaction; a key taken concurrently is replayed once committed.
     async fn store_one(&self, command: &CreateCommand) -> Result<Created, StoreError> {
         match store_orders(self.pool.as_ref(), &[command]).await {
-            Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(StoreError::Failed("no outcome".into()))),
+            Ok(mut outcomes) => outcomes.pop().expect("one outcome per order"),
             Err(error) if is_unique_violation(&error) => {
-                let Some(claim) = &command.idempotency else { return Err(StoreError::Database(error)) };
+                let Some(claim) = &command.idempotency else { return Err(error.into()) };
                 match existing_keys(self.pool.executor().as_mut(), [claim.key.as_str()])
                     .await?
                     .remove(&claim.key)
                 {
                     Some((order, fingerprint)) => replay(claim, &order, &fingerprint).map(Created::Existing),
-                    None => Err(StoreError::Database(error)),
+                    None => Err(error.into()),
                 }
             }
             Err(error) => Err(error.into()),

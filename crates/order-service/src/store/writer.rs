@@ -82,7 +82,7 @@ impl WriteQueue {
         let (reply, answer) = oneshot::channel();
         self.sender.try_send(WriteRequest { command, reply }).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("order writer stopped".into()),
+            mpsc::error::TrySendError::Closed(_) => StoreError::WriterStopped,
         })?;
         // Dropped unanswered: the caller gave the write up before it began.
         answer.await.unwrap_or(Err(StoreError::Expired))

@@ -15,9 +15,7 @@ use bytes::Bytes;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache unavailable: {0}")]
-    Unavailable(String),
-    #[error("cache did not answer within {0:?}")]
-    Timeout(Duration),
+    Unavailable(#[source] crate::redis::RedisError),
 }
 
 /// A body to cache under `key`, tagged with its version.

@@ -47,10 +47,7 @@ impl RedisCache {
 
 impl From<RedisError> for CacheError {
     fn from(error: RedisError) -> Self {
-        match error {
-            RedisError::Unavailable(reason) | RedisError::Refused(reason) => CacheError::Unavailable(reason),
-            RedisError::Timeout(after) => CacheError::Timeout(after),
-        }
+        CacheError::Unavailable(error)
     }
 }
 

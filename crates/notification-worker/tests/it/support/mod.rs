@@ -2,7 +2,6 @@
 //! exchange and queue names and Redis key prefix, all removed when the test ends), with a local
 //! webhook receiver and a publisher standing in for the other services.
 
-#![allow(dead_code)]
 
 use std::{
     collections::BTreeMap,
@@ -26,7 +25,7 @@ use contracts::{Envelope, Money, OrderCancelled, OrderCreated, OrderProcessed, r
 use messaging::{
     EventPublisher, MessagingMetrics, OutgoingMessage, ParkedMessage,
     parked::{DeadLetters, Selection},
-    rabbitmq::{ExchangeNames, QueueNames, RabbitMq},
+    rabbitmq::{ExchangeNames, RabbitMq, queue_names_of},
 };
 use notification_worker::{
     Application, SERVICE_NAME,
@@ -34,6 +33,7 @@ use notification_worker::{
 };
 use platform::{Health, Shutdown, telemetry::Telemetry};
 use serde_json::Value;
+use test_support::Cleanup;
 pub use test_support::{eventually, unique_name};
 use uuid::Uuid;
 
@@ -186,49 +186,17 @@ impl Drop for TestWorker {
     fn drop(&mut self) {
         self.shutdown.trigger();
         self.bus_shutdown.trigger();
-        drop(Cleanup::of(&self.settings));
+        drop(cleanup_of(&self.settings));
     }
 }
 
-/// Deletes the queues, exchanges and Redis keys of one test's settings when dropped, which
-/// happens when a test fails too, so that nothing is left behind on the shared servers.
-pub struct Cleanup {
-    queues: Vec<String>,
-    exchanges: Vec<String>,
-    redis_prefix: String,
-}
-
-impl Cleanup {
-    pub fn of(settings: &Settings) -> Cleanup {
-        Cleanup {
-            queues: settings
-                .queues
-                .bindings()
-                .iter()
-                .flat_map(|binding| QueueNames::new(&binding.queue, &settings.rabbitmq).all())
-                .collect(),
-            exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
-            redis_prefix: settings.redis.key_prefix.clone(),
-        }
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let queues = std::mem::take(&mut self.queues);
-        let exchanges = std::mem::take(&mut self.exchanges);
-        let prefix = std::mem::take(&mut self.redis_prefix);
-        // Drop may run inside a runtime, which cannot block: clean up from a thread of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                test_support::delete_amqp(&queues, &exchanges).await?;
-                test_support::delete_redis_prefix(&prefix).await
-            })
-        });
-        if let Ok(Err(error)) = cleanup.join() {
-            eprintln!("cleanup failed: {error}");
-        }
+/// What one test's settings leave on the shared servers (queues, exchanges, Redis keys), deleted
+/// when the returned value is dropped, also when the test fails.
+pub fn cleanup_of(settings: &Settings) -> Cleanup {
+    Cleanup {
+        queues: queue_names_of(&settings.queues, &settings.rabbitmq),
+        exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
+        redis_prefix: Some(settings.redis.key_prefix.clone()),
     }
 }
 

@@ -1,10 +1,9 @@
 //! What happens when a server goes away: outages are simulated with a fault-injecting proxy
 //! between the service and the real server, never by stopping the shared servers.
 
-mod support;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use crate::support::{TestApp, eventually, order_body};
 use messaging::{
     MessagingMetrics, OutgoingMessage,
     outbox::{OutboxStore, Relay, RelaySettings, enqueue_reserved, store::SqlOutbox},
@@ -12,7 +11,6 @@ use messaging::{
 };
 use serde_json::Value;
 use sqlx::{Connection, MySqlConnection};
-use support::{TestApp, eventually, order_body};
 use test_support::{FaultProxy, host_port, metric_value};
 
 async fn readiness(app: &TestApp) -> (u16, Value) {
@@ -198,11 +196,17 @@ async fn two_relays_publish_every_row_once() {
     let database = test_support::TestDatabase::create().await.unwrap();
     let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
     order_service::MIGRATOR.run(&pool).await.unwrap();
-    let mut rabbit_settings = support::test_settings(&name, &database).rabbitmq;
+    let mut rabbit_settings = crate::support::test_settings(&name, &database).rabbitmq;
     rabbit_settings.exchange = format!("{name}.orders");
     let listener_queue = format!("{name}.listener");
-    let listener = support::EventListener::start(&rabbit_settings.exchange, &listener_queue, "order.created");
-    let mut listener = support::Listener::Broker(Box::new(listener.await));
+    let _cleanup = test_support::Cleanup {
+        queues: vec![listener_queue.clone()],
+        exchanges: messaging::rabbitmq::ExchangeNames::new(&rabbit_settings).all(),
+        redis_prefix: None,
+    };
+    let listener =
+        crate::support::EventListener::start(&rabbit_settings.exchange, &listener_queue, "order.created");
+    let mut listener = crate::support::Listener::Broker(Box::new(listener.await));
 
     let messages: Vec<OutgoingMessage> = (0..300)
         .map(|i| OutgoingMessage {
@@ -249,11 +253,6 @@ async fn two_relays_publish_every_row_once() {
 
     shutdown.trigger();
     pool.close().await;
-    let queues = vec![listener_queue];
-    let _ =
-        test_support::delete_amqp(&queues, &messaging::rabbitmq::ExchangeNames::new(&rabbit_settings).all())
-            .await;
-    database.drop().await.unwrap();
 }
 
 /// Publishes until the outbox is empty (the broker connection may take a moment).

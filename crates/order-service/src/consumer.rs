@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use contracts::Event;
 use messaging::{Delivery, EventHandler, HandleError, Handled, consume::apply_isolating};
+use platform::ErrorChain;
 use uuid::Uuid;
 
 use crate::{service::OrderService, store::StoreError};
@@ -23,14 +24,7 @@ impl OrderProcessedHandler {
 
     /// The order a delivery says was processed, or why it never can be.
     fn order_id(&self, delivery: &Delivery) -> Result<Uuid, HandleError> {
-        let span = tracing::info_span!(
-            "consume",
-            otel.kind = "consumer",
-            queue = %self.queue,
-            event_id = delivery.message_id.as_deref().unwrap_or(""),
-        );
-        platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
-        let _entered = span.enter();
+        let _entered = delivery.span(&self.queue).entered();
         match Event::from_json(&delivery.payload) {
             Ok(Event::OrderProcessed(processed)) => {
                 tracing::info!(event = "order_processed", order_id = %processed.data.order_id, "order processed");
@@ -39,7 +33,7 @@ impl OrderProcessedHandler {
             Ok(other) => {
                 Err(HandleError::Permanent(format!("unexpected {} on this queue", other.event_type())))
             }
-            Err(error) => Err(HandleError::Permanent(error.to_string())),
+            Err(error) => Err(HandleError::Permanent(ErrorChain(&error).to_string())),
         }
     }
 }
@@ -54,10 +48,10 @@ impl EventHandler for OrderProcessedHandler {
         let mut results = apply_isolating(&ids, |ids| async move {
             let mut changed: HashSet<Uuid> = match self.service.mark_processed(&ids, Utc::now()).await {
                 Ok(changed) => changed.into_iter().collect(),
-                Err(error @ StoreError::Unavailable(_)) => {
-                    return Err(HandleError::Unavailable(error.to_string()));
+                Err(error @ (StoreError::Unavailable(_) | StoreError::WriterStopped)) => {
+                    return Err(HandleError::Unavailable(ErrorChain(&error).to_string()));
                 }
-                Err(error) => return Err(HandleError::Transient(error.to_string())),
+                Err(error) => return Err(HandleError::Transient(ErrorChain(&error).to_string())),
             };
             // The first delivery naming a changed order is the one that changed it; any other is
             // a redelivery.

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use contracts::Event;
 use futures::StreamExt;
 use messaging::{Delivery, EventHandler, HandleError, Handled};
+use platform::ErrorChain;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -50,20 +51,6 @@ impl NotificationHandler {
             queue: queue.to_owned(),
             concurrency: concurrency.max(1),
         }
-    }
-
-    /// The span of `delivery`'s notification: it continues the order's trace, so the
-    /// notification shares its trace id.
-    fn span(&self, delivery: &Delivery) -> tracing::Span {
-        let span = tracing::info_span!(
-            "notify",
-            otel.kind = "consumer",
-            queue = %self.queue,
-            message_id = delivery.message_id.as_deref().unwrap_or(""),
-            attempt = delivery.attempt,
-        );
-        platform::telemetry::set_parent_from_headers(&span, |name| delivery.headers.get(name).cloned());
-        span
     }
 
     /// Sends every notification through `channel` once: claims the events of the batch in one
@@ -207,11 +194,13 @@ impl EventHandler for NotificationHandler {
                 Ok(event) => {
                     pending.push(Pending {
                         notification: Notification::new(&event, &delivery.payload),
-                        span: self.span(delivery),
+                        span: delivery.span(&self.queue),
                     });
                     positions.push(index);
                 }
-                Err(error) => outcomes[index] = Some(Err(HandleError::Permanent(error.to_string()))),
+                Err(error) => {
+                    outcomes[index] = Some(Err(HandleError::Permanent(ErrorChain(&error).to_string())));
+                }
             }
         }
         // Every channel gets its chance, so that one receiver being down holds back no other.

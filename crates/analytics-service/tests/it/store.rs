@@ -148,7 +148,7 @@ async fn on_mysql(test: impl AsyncFnOnce(Arc<dyn AnalyticsStore>)) {
     analytics_service::MIGRATOR.run(&pool).await.unwrap();
     test(Arc::new(SqlAnalyticsStore::new(pool.clone()))).await;
     pool.close().await;
-    database.drop().await.unwrap();
+    drop(database);
 }
 
 async fn on_sqlite(test: impl AsyncFnOnce(Arc<dyn AnalyticsStore>)) {

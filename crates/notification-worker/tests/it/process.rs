@@ -1,13 +1,11 @@
 //! The real binary, configured through the environment as in production, against the real
 //! Redis and RabbitMQ.
 
-mod support;
-
 use std::process::Stdio;
 
+use crate::support::{WAIT, cleanup_of, eventually, unique_name};
 use notification_worker::settings::Settings;
 use serde_json::Value;
-use support::{Cleanup, WAIT, eventually, unique_name};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
@@ -17,7 +15,7 @@ async fn the_binary_becomes_ready_and_stops_gracefully_on_sigterm() {
     settings.rabbitmq.exchange = format!("{name}.orders");
     settings.queues = test_support::isolated_queues(&name);
     settings.redis.key_prefix = format!("{name}:");
-    let _cleanup = Cleanup::of(&settings);
+    let _cleanup = cleanup_of(&settings);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notification-worker"))
         .env_clear()
         .env("REDIS_URL", test_support::redis_url())

@@ -76,7 +76,7 @@ fn reads_the_reference_variables() {
     assert_eq!(settings.database.host, "order-db");
     assert_eq!(settings.database.port, 3307);
     assert_eq!(settings.database.user, "orderuser");
-    assert_eq!(settings.database.password, "orderpass");
+    assert_eq!(settings.database.password.expose(), "orderpass");
     assert_eq!(settings.redis.host, "cache");
     assert_eq!(settings.redis.port, 6380);
     assert_eq!(settings.http.port, 9090);
@@ -94,8 +94,8 @@ fn secrets_and_strings_are_taken_verbatim() {
         let settings =
             load(&[("DB_PASSWORD", password), ("REDIS_PASSWORD", password), ("FEATURE_NAME", password)])
                 .unwrap();
-        assert_eq!(settings.database.password, password);
-        assert_eq!(settings.redis.password.as_deref(), Some(password));
+        assert_eq!(settings.database.password.expose(), password);
+        assert_eq!(settings.redis.password.as_ref().map(|p| p.expose()), Some(password));
         assert_eq!(settings.feature.name, password);
     }
 }
@@ -163,7 +163,7 @@ fn a_dotenv_file_supplies_what_the_environment_does_not_set() {
     assert_eq!(settings.http.port, 7001, "the environment beats the file");
     assert_eq!(settings.telemetry.log_level, "debug");
     assert_eq!(settings.telemetry.environment.as_deref(), Some("development"));
-    assert_eq!(settings.database.password, "s3cr$t 007", "single quotes keep the value literal");
+    assert_eq!(settings.database.password.expose(), "s3cr$t 007", "single quotes keep the value literal");
     assert_eq!(settings.database.name, "from_dotenv");
 
     std::fs::write(&path, "GOOD=1\nthis line is not a variable\n").unwrap();

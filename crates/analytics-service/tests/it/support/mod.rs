@@ -1,12 +1,11 @@
 //! Runs analytics-service in-process on either backend, isolated per test:
 //! - `Real`: the real servers, with its own database, exchange and queue names and Redis key
-//!   prefix, all removed by `cleanup`;
+//!   prefix, all removed when the app is dropped (also when the test fails);
 //! - `Embedded`: SQLite files in a temporary directory of its own, an in-memory cache and an
-//!   in-process bus, as the one-process binary runs it; the directory is removed by `cleanup`.
+//!   in-process bus, as the one-process binary runs it; the directory is removed when dropped.
 //!
 //! Both go through `Application::assemble`, so the code under test is the same.
 
-#![allow(dead_code)]
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,27 +19,34 @@ use messaging::{
         DeadLetters,
         cli::{ParkedCommand, Unattended},
     },
-    rabbitmq::{self, ExchangeNames, QueueNames},
+    rabbitmq::{self, ExchangeNames, queue_names_of},
 };
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::{Value, json};
+use test_support::Cleanup;
 pub use test_support::{
     Backend, EventListener, Listener, ReceivedEvent, TempDir, TestDatabase, TestPublisher, eventually,
     unique_name,
 };
-// Not every test binary runs on both backends.
-#[allow(unused_imports)]
 pub use test_support::on_both_backends;
 use tokio::sync::mpsc;
 
 /// What the test created and must remove, and how it reaches the service's queue.
 enum Isolation {
-    Real { database: TestDatabase, publisher: Box<TestPublisher>, extra_queues: Vec<String> },
-    Embedded { directory: TempDir, bus: InProcessBus, listeners: Shutdown },
+    /// Dropped with the app, also when a test fails: the database, then queues and Redis keys.
+    Real {
+        database: TestDatabase,
+        publisher: Box<TestPublisher>,
+        cleanup: Cleanup,
+    },
+    Embedded {
+        directory: TempDir,
+        bus: InProcessBus,
+        listeners: Shutdown,
+    },
 }
 
 pub struct TestApp {
-    pub backend: Backend,
     pub base: String,
     pub client: reqwest::Client,
     pub settings: Settings,
@@ -73,11 +79,6 @@ pub fn bus_settings() -> InProcessSettings {
 }
 
 impl TestApp {
-    /// On the real servers.
-    pub async fn spawn() -> TestApp {
-        Self::spawn_with(|_| {}).await
-    }
-
     /// On the real servers, with test settings adjusted by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         init_telemetry();
@@ -92,12 +93,16 @@ impl TestApp {
         settings.rabbitmq.retry_delays_ms = vec![100, 200];
         settings.queues = test_support::isolated_queues(&name);
         adjust(&mut settings);
+        let cleanup = Cleanup {
+            queues: queue_names_of(&settings.queues, &settings.rabbitmq),
+            exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
+            redis_prefix: Some(settings.redis.key_prefix.clone()),
+        };
 
         let application = Application::build(settings.clone()).await.expect("build analytics-service");
         let publisher = TestPublisher::connect(&settings.rabbitmq.exchange).await.expect("test publisher");
-        let isolation =
-            Isolation::Real { database, publisher: Box::new(publisher), extra_queues: Vec::new() };
-        let app = Self::run(Backend::Real, name, settings, application, isolation);
+        let isolation = Isolation::Real { database, publisher: Box::new(publisher), cleanup };
+        let app = Self::run(name, settings, application, isolation);
         test_support::wait_for_consumer(&app.settings.queues.analytics, Duration::from_secs(20)).await;
         app
     }
@@ -139,11 +144,10 @@ impl TestApp {
             .await
             .expect("assemble analytics-service");
         let isolation = Isolation::Embedded { directory, bus, listeners: Shutdown::new() };
-        Self::run(Backend::Embedded, name, settings, application, isolation)
+        Self::run(name, settings, application, isolation)
     }
 
     fn run(
-        backend: Backend,
         name: String,
         settings: Settings,
         application: Server,
@@ -153,7 +157,6 @@ impl TestApp {
         let shutdown = application.shutdown();
         let server = tokio::spawn(application.run_until_stopped());
         TestApp {
-            backend,
             base,
             client: reqwest::Client::new(),
             settings,
@@ -230,8 +233,8 @@ impl TestApp {
         let queue = format!("{}.listener.{}", self.name, self.listeners);
         self.listeners += 1;
         match &mut self.isolation {
-            Isolation::Real { extra_queues, .. } => {
-                extra_queues.push(queue.clone());
+            Isolation::Real { cleanup, .. } => {
+                cleanup.queues.push(queue.clone());
                 let exchange = &self.settings.rabbitmq.exchange;
                 Listener::Broker(Box::new(EventListener::start(exchange, &queue, routing_key).await))
             }
@@ -329,17 +332,7 @@ impl TestApp {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         match self.isolation {
-            Isolation::Real { database, publisher, extra_queues } => {
-                drop(publisher);
-                let mut queues = extra_queues;
-                for binding in self.settings.queues.bindings() {
-                    queues.extend(QueueNames::new(&binding.queue, &self.settings.rabbitmq).all());
-                }
-                let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
-                let _ = test_support::delete_amqp(&queues, &exchanges).await;
-                let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
-                let _ = database.drop().await;
-            }
+            Isolation::Real { .. } => {}
             Isolation::Embedded { directory, bus, listeners } => {
                 listeners.trigger();
                 bus.parked_store().close().await;

@@ -32,7 +32,7 @@ use messaging::{
     rabbitmq::{QueueNames, RabbitError, RabbitMq, RabbitSettings, headers},
 };
 use platform::{DependencyStatus, Health, Shutdown};
-use test_support::{FaultProxy, amqp_url, delete_amqp, eventually, host_port, unique_name};
+use test_support::{Cleanup, FaultProxy, amqp_url, eventually, host_port, unique_name};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -45,7 +45,8 @@ struct Harness {
     status: DependencyStatus,
     shutdown: Shutdown,
     metrics: MessagingMetrics,
-    queues: Vec<String>,
+    /// Deletes what the test declared when the harness is dropped, also when the test fails.
+    cleanup: Cleanup,
 }
 
 fn settings(url: String) -> RabbitSettings {
@@ -82,7 +83,8 @@ impl Harness {
         }
         let rabbit =
             RabbitMq::new(settings, topology, status.clone(), metrics.clone(), shutdown.clone()).unwrap();
-        let harness = Harness { rabbit, status, shutdown, metrics, queues };
+        let cleanup = Cleanup { queues, exchanges: rabbit.exchanges().all(), redis_prefix: None };
+        let harness = Harness { rabbit, status, shutdown, metrics, cleanup };
         harness.wait_until_up().await;
         harness
     }
@@ -94,7 +96,7 @@ impl Harness {
     /// A new queue bound to [`ROUTING_KEY`], consumed by `handler`.
     async fn consume(&mut self, handler: Arc<dyn EventHandler>) -> String {
         let queue = format!("{}.orders", unique_name());
-        self.queues.extend(self.rabbit.queue_names(&queue).all());
+        self.cleanup.queues.extend(self.rabbit.queue_names(&queue).all());
         self.consume_queue(&queue, handler).await;
         queue
     }
@@ -126,21 +128,6 @@ impl Harness {
     async fn stop(self) {
         self.shutdown.trigger();
         assert!(self.shutdown.wait_for_tasks(WAIT).await, "consumers did not stop");
-    }
-}
-
-impl Drop for Harness {
-    /// Runs when a test fails too, so that nothing is left behind on the shared broker.
-    fn drop(&mut self) {
-        let queues = std::mem::take(&mut self.queues);
-        let exchanges = self.rabbit.exchanges().all();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(delete_amqp(&queues, &exchanges))
-        });
-        if let Ok(Err(error)) = cleanup.join() {
-            eprintln!("cleanup failed: {error}");
-        }
     }
 }
 
@@ -257,7 +244,7 @@ async fn round_trip_carries_all_properties_and_headers() {
         )
         .await
         .unwrap();
-    harness.queues.push(probe.clone());
+    harness.cleanup.queues.push(probe.clone());
 
     let sent = message(r#"{"event_type":"OrderCreated"}"#);
     harness.publish_one(&sent).await;
@@ -877,7 +864,8 @@ async fn the_service_starts_without_the_broker_and_connects_when_it_comes() {
     let settings = settings(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port()));
     let rabbit =
         RabbitMq::new(settings, Vec::new(), status.clone(), metrics.clone(), shutdown.clone()).unwrap();
-    let mut harness = Harness { rabbit, status, shutdown, metrics, queues: Vec::new() };
+    let cleanup = Cleanup { queues: Vec::new(), exchanges: rabbit.exchanges().all(), redis_prefix: None };
+    let mut harness = Harness { rabbit, status, shutdown, metrics, cleanup };
 
     let results = harness.rabbit.publish(&[message("{}")]).await;
     assert!(matches!(results[0], Err(PublishError::Unavailable(_))));
@@ -1078,7 +1066,7 @@ async fn an_outage_longer_than_every_retry_pauses_the_consumer_and_parks_nothing
     let readiness =
         Health::new(&mut prometheus_client::registry::Registry::default()).add_status("consumer", false);
     let queue = format!("{}.orders", unique_name());
-    harness.queues.extend(harness.rabbit.queue_names(&queue).all());
+    harness.cleanup.queues.extend(harness.rabbit.queue_names(&queue).all());
     harness
         .consume_subscription(
             Subscription::new(queue.clone(), &[ROUTING_KEY], recorder.clone())

@@ -1,12 +1,11 @@
 //! Runs order-service in-process on either backend, isolated per test:
 //! - `Real`: the real servers, with its own database, exchange and queue names and Redis key
-//!   prefix, all removed by `cleanup`;
+//!   prefix, all removed when the app is dropped (also when the test fails);
 //! - `Embedded`: SQLite files in a temporary directory of its own, an in-memory cache and an
-//!   in-process bus, as the one-process binary runs it; the directory is removed by `cleanup`.
+//!   in-process bus, as the one-process binary runs it; the directory is removed when dropped.
 //!
 //! Both go through `Application::assemble`, so the HTTP code under test is the same.
 
-#![allow(dead_code)]
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,18 +14,17 @@ use messaging::{
     Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
     OutgoingMessage, Subscription,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
-    rabbitmq::{ExchangeNames, QueueNames},
+    rabbitmq::{ExchangeNames, queue_names_of},
 };
 use order_service::{Application, Backends, settings::Settings, store::sqlite};
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::Value;
 use sqlx::{MySqlPool, SqlitePool};
+use test_support::Cleanup;
 pub use test_support::{
     Backend, EventListener, Listener, ReceivedEvent, TempDir, TestDatabase, TestPublisher, eventually,
     unique_name,
 };
-// Not every test binary runs on both backends.
-#[allow(unused_imports)]
 pub use test_support::on_both_backends;
 use tokio::sync::mpsc;
 
@@ -65,12 +63,19 @@ impl TestDb {
 
 /// What the test created and must remove.
 enum Isolation {
-    Real { database: TestDatabase, extra_queues: Vec<String> },
-    Embedded { directory: TempDir, bus: InProcessBus, listeners: Shutdown },
+    /// Dropped with the app, also when a test fails: the database, then queues and Redis keys.
+    Real {
+        _database: TestDatabase,
+        cleanup: Cleanup,
+    },
+    Embedded {
+        directory: TempDir,
+        bus: InProcessBus,
+        listeners: Shutdown,
+    },
 }
 
 pub struct TestApp {
-    pub backend: Backend,
     pub base: String,
     pub client: reqwest::Client,
     pub settings: Settings,
@@ -101,6 +106,15 @@ pub fn test_settings(name: &str, database: &TestDatabase) -> Settings {
     settings
 }
 
+/// What a test on the real servers leaves there: its queues, exchanges and Redis keys.
+fn cleanup_of(settings: &Settings) -> Cleanup {
+    Cleanup {
+        queues: queue_names_of(&settings.queues, &settings.rabbitmq),
+        exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
+        redis_prefix: Some(settings.redis.key_prefix.clone()),
+    }
+}
+
 /// The in-process bus as the tests run it: retries as short as the real tests' retry queues.
 pub fn bus_settings() -> InProcessSettings {
     InProcessSettings { retry_delays_ms: vec![100, 200], ..InProcessSettings::default() }
@@ -118,11 +132,12 @@ impl TestApp {
         let database = TestDatabase::create().await.expect("create test database");
         let mut settings = test_settings(&name, &database);
         adjust(&mut settings);
+        let cleanup = cleanup_of(&settings);
         init_telemetry();
         let application = Application::build(settings.clone()).await.expect("build order-service");
         let pool = MySqlPool::connect(&database.url()).await.expect("connect to the test database");
-        let isolation = Isolation::Real { database, extra_queues: Vec::new() };
-        Self::run(Backend::Real, name, settings, application, TestDb::MySql(pool), isolation)
+        let isolation = Isolation::Real { _database: database, cleanup };
+        Self::run(name, settings, application, TestDb::MySql(pool), isolation)
     }
 
     /// On `backend`, with the test settings.
@@ -163,11 +178,10 @@ impl TestApp {
             .await
             .expect("assemble order-service");
         let isolation = Isolation::Embedded { directory, bus, listeners: Shutdown::new() };
-        Self::run(Backend::Embedded, name, settings, application, TestDb::Sqlite(pool), isolation)
+        Self::run(name, settings, application, TestDb::Sqlite(pool), isolation)
     }
 
     fn run(
-        backend: Backend,
         name: String,
         settings: Settings,
         application: Server,
@@ -178,7 +192,6 @@ impl TestApp {
         let shutdown = application.shutdown();
         let server = tokio::spawn(application.run_until_stopped());
         TestApp {
-            backend,
             base,
             client: reqwest::Client::new(),
             settings,
@@ -212,8 +225,8 @@ impl TestApp {
         let queue = format!("{}.listener.{}", self.name, self.listeners);
         self.listeners += 1;
         match &mut self.isolation {
-            Isolation::Real { extra_queues, .. } => {
-                extra_queues.push(queue.clone());
+            Isolation::Real { cleanup, .. } => {
+                cleanup.queues.push(queue.clone());
                 let exchange = &self.settings.rabbitmq.exchange;
                 Listener::Broker(Box::new(EventListener::start(exchange, &queue, routing_key).await))
             }
@@ -266,16 +279,7 @@ impl TestApp {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.db.close().await;
         match self.isolation {
-            Isolation::Real { database, extra_queues } => {
-                let mut queues = extra_queues;
-                for binding in self.settings.queues.bindings() {
-                    queues.extend(QueueNames::new(&binding.queue, &self.settings.rabbitmq).all());
-                }
-                let exchanges = ExchangeNames::new(&self.settings.rabbitmq).all();
-                let _ = test_support::delete_amqp(&queues, &exchanges).await;
-                let _ = test_support::delete_redis_prefix(&self.settings.redis.key_prefix).await;
-                let _ = database.drop().await;
-            }
+            Isolation::Real { .. } => {}
             Isolation::Embedded { directory, bus, listeners } => {
                 listeners.trigger();
                 bus.parked_store().close().await;

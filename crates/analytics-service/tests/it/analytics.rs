@@ -2,14 +2,12 @@
 //! RabbitMQ (`real::…`) and against the embedded backends (`embedded::…`), from the same code.
 //! The outage test needs the fault proxy in front of a real server, so it runs on the real ones.
 
-mod support;
-
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     Backend, TestApp, eventually, on_both_backends, order_cancelled, order_created, parked_command,
 };
+use serde_json::{Value, json};
 use test_support::{FaultProxy, host_port};
 
 on_both_backends!(
@@ -438,7 +436,7 @@ async fn an_event_that_overflows_an_aggregate_fails_alone_and_its_batch_is_count
     assert!(matches!(again[4], Err(HandleError::Permanent(_))));
     assert_eq!(service.store().summary().await.unwrap().summary.total_orders, 9);
     pool.close().await;
-    database.drop().await.unwrap();
+    drop(database);
 }
 
 /// With API keys configured, every analytics read needs `analytics:read`; probes stay open.

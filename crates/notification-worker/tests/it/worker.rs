@@ -1,8 +1,6 @@
 //! The worker against the real Redis and RabbitMQ, with a webhook receiver of the test's own.
 //! Outages go through a fault-injecting proxy, never by stopping the shared servers.
 
-mod support;
-
 use std::{
     sync::{
         Arc,
@@ -11,6 +9,10 @@ use std::{
     time::Duration,
 };
 
+use crate::support::{
+    Receiver, SECRET, TestWorker, WAIT, eventually, log_lines, message, order_cancelled, order_created,
+    order_processed, trace_id,
+};
 use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
 use messaging::parked::DeadLetters;
@@ -20,10 +22,6 @@ use notification_worker::{
 };
 use serde_json::Value;
 use sha2::Sha256;
-use support::{
-    Receiver, SECRET, TestWorker, WAIT, eventually, log_lines, message, order_cancelled, order_created,
-    order_processed, trace_id,
-};
 use test_support::{FaultProxy, PrivateRedis, host_port};
 use uuid::Uuid;
 

@@ -1,12 +1,10 @@
 //! The order API, black-box: every test runs against the real MariaDB, Redis and RabbitMQ
 //! (`real::…`) and against the embedded backends (`embedded::…`), from the same code.
 
-mod support;
-
 use std::{collections::HashSet, time::Duration};
 
+use crate::support::{Backend, TestApp, on_both_backends, order_body};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, on_both_backends, order_body};
 
 on_both_backends!(
     create_then_get_returns_the_same_order,
@@ -408,7 +406,7 @@ async fn an_accepted_order_is_published_as_order_created(backend: Backend) {
     );
 
     // Confirmed by the broker, the row leaves the outbox.
-    support::eventually(Duration::from_secs(5), "the outbox row removed", || async {
+    crate::support::eventually(Duration::from_secs(5), "the outbox row removed", || async {
         (app.count("SELECT COUNT(*) FROM outbox").await == 0).then_some(())
     })
     .await;
@@ -429,7 +427,7 @@ async fn an_order_processed_event_moves_the_order_to_processed(backend: Backend)
         "data": {"order_id": order["id"], "processed_by": "analytics-service", "metrics_updated": true}
     });
     app.publish("order.processed", &event).await;
-    let processed = support::eventually(Duration::from_secs(10), "the order processed", || async {
+    let processed = crate::support::eventually(Duration::from_secs(10), "the order processed", || async {
         let current = json_of(app.get(&path).await).await;
         (current["status"] == "processed").then_some(current)
     })
@@ -441,7 +439,7 @@ async fn an_order_processed_event_moves_the_order_to_processed(backend: Backend)
     app.publish("order.processed", &event).await;
     let queue = &app.settings.queues.order_processed;
     let duplicate = format!(r#"messages_consumed_total{{queue="{queue}",outcome="duplicate"}} 1"#);
-    support::eventually(Duration::from_secs(10), "the duplicate counted", || async {
+    crate::support::eventually(Duration::from_secs(10), "the duplicate counted", || async {
         app.get("/metrics").await.text().await.unwrap().contains(&duplicate).then_some(())
     })
     .await;
@@ -537,7 +535,7 @@ async fn cancelling_an_order_emits_order_cancelled_once(backend: Backend) {
     assert_eq!(created_with_key.status(), 422, "a cancellation's key does not create an order");
 
     assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'cancelled'").await, 2);
-    support::eventually(Duration::from_secs(5), "the outbox emptied", || async {
+    crate::support::eventually(Duration::from_secs(5), "the outbox emptied", || async {
         (app.count("SELECT COUNT(*) FROM outbox").await == 0).then_some(())
     })
     .await;
@@ -561,7 +559,7 @@ async fn a_cancelled_order_stays_cancelled_when_analytics_reports_it(backend: Ba
     app.publish("order.processed", &event).await;
     let queue = &app.settings.queues.order_processed;
     let duplicate = format!(r#"messages_consumed_total{{queue="{queue}",outcome="duplicate"}} 1"#);
-    support::eventually(Duration::from_secs(10), "the event consumed", || async {
+    crate::support::eventually(Duration::from_secs(10), "the event consumed", || async {
         app.get("/metrics").await.text().await.unwrap().contains(&duplicate).then_some(())
     })
     .await;
@@ -574,7 +572,7 @@ async fn a_cancelled_order_stays_cancelled_when_analytics_reports_it(backend: Ba
     event["event_id"] = json!(uuid::Uuid::now_v7().to_string());
     event["data"]["order_id"] = processed["id"].clone();
     app.publish("order.processed", &event).await;
-    support::eventually(Duration::from_secs(10), "the order processed", || async {
+    crate::support::eventually(Duration::from_secs(10), "the order processed", || async {
         (json_of(app.get(&processed_path).await).await["status"] == "processed").then_some(())
     })
     .await;

@@ -1,0 +1,3 @@
+//! The contracts integration tests: one test binary, one module per area.
+
+mod golden;
