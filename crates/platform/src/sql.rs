@@ -225,6 +225,14 @@ impl Row {
         }
     }
 
+    pub fn optional_text(&self, index: usize) -> Result<Option<String>, sqlx::Error> {
+        match self.column(index)? {
+            Value::Text(value) => Ok(Some(value.clone())),
+            Value::Null => Ok(None),
+            _ => Err(self.mismatch(index, "text")),
+        }
+    }
+
     pub fn bytes(&self, index: usize) -> Result<Vec<u8>, sqlx::Error> {
         match self.column(index)? {
             Value::Bytes(value) => Ok(value.clone()),

@@ -24,7 +24,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use messaging::rabbitmq::{ExchangeNames, QueueNames, RabbitSettings};
+use messaging::rabbitmq::RabbitSettings;
 use serde_json::{Value, json};
 use test_support::{Cleanup, FaultProxy, TestDatabase, eventually, host_port, unique_name};
 use tokio::{
@@ -588,11 +588,7 @@ impl System {
 fn cleanup_of(name: &str, retry_delays_ms: Vec<u64>) -> Cleanup {
     let rabbit =
         RabbitSettings { exchange: format!("{name}.orders"), retry_delays_ms, ..RabbitSettings::default() };
-    let queues = ["orders.processed", "analytics.orders", "notifications.orders"]
-        .iter()
-        .flat_map(|queue| QueueNames::new(&format!("{name}.{queue}"), &rabbit).all())
-        .collect();
-    Cleanup { queues, exchanges: ExchangeNames::new(&rabbit).all(), redis_prefix: Some(format!("{name}:")) }
+    test_support::cleanup_of(&test_support::isolated_queues(name), &rabbit, &format!("{name}:"))
 }
 
 /// `env` with the service's database, reached through `proxy` when given.

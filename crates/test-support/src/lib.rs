@@ -4,6 +4,7 @@
 //! Servers default to the local ones (RabbitMQ: the 4.x node on :5673) and can be moved with
 //! `TEST_MYSQL_URL` (admin rights), `TEST_REDIS_URL` and `TEST_AMQP_URL`.
 
+mod isolation;
 mod listener;
 mod proxy;
 mod publisher;
@@ -16,6 +17,7 @@ use std::{
 
 use sqlx::{Connection, Executor, MySqlConnection};
 
+pub use isolation::{Isolation, cleanup_of};
 pub use listener::{EventListener, Listener, ReceivedEvent};
 pub use proxy::FaultProxy;
 pub use publisher::TestPublisher;

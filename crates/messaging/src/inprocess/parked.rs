@@ -9,10 +9,10 @@ use std::{collections::BTreeMap, path::Path};
 
 use chrono::Utc;
 use platform::{
-    sql::{Executor, Statement},
+    sql::{Executor, Kind, Row, Statement},
     sqlite::{begin_write, time_text},
 };
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::SqlitePool;
 
 use crate::{
     Delivery,
@@ -112,27 +112,9 @@ impl ParkedStore {
 
     /// The parked messages of `queue` that `selection` names, oldest first; they stay parked.
     pub async fn list(&self, queue: &str, selection: &Selection) -> Result<Vec<ParkedMessage>, sqlx::Error> {
-        let mut query = QueryBuilder::new(format!("SELECT {PARKED_COLUMNS} FROM parked_messages"));
-        push_selection(&mut query, queue, selection);
-        let rows: Vec<ParkedRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(_, message_id, event_type, routing_key, headers, payload, reason, parked_at)| {
-                let mut headers: BTreeMap<String, String> =
-                    serde_json::from_str(&headers).unwrap_or_default();
-                headers.insert(headers::DEATH_REASON.into(), reason.clone());
-                headers.insert(headers::FAILED_AT.into(), parked_at);
-                headers.insert(headers::ORIGINAL_ROUTING_KEY.into(), routing_key.clone());
-                ParkedMessage {
-                    message_id,
-                    event_type,
-                    routing_key,
-                    reason: Some(reason),
-                    headers,
-                    payload: String::from_utf8_lossy(&payload).into_owned(),
-                }
-            })
-            .collect())
+        let select = selected(PARKED_COLUMNS, queue, selection);
+        let rows = Executor::fetch(&mut self.pool.clone(), &select, &PARKED_KINDS).await?;
+        rows.iter().map(parked_message).collect()
     }
 
     /// Marks the selected parked messages of `queue` for delivery again; returns how many. The
@@ -155,9 +137,12 @@ impl ParkedStore {
         selection: &Selection,
     ) -> Result<usize, sqlx::Error> {
         let mut tx = begin_write(&self.pool).await?;
-        let mut select = QueryBuilder::new("SELECT id FROM parked_messages");
-        push_selection(&mut select, queue, selection);
-        let ids: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
+        let select = selected("id", queue, selection);
+        let ids: Vec<i64> = Executor::fetch(&mut tx, &select, &[Kind::Int])
+            .await?
+            .iter()
+            .map(|row| row.int(0))
+            .collect::<Result<_, _>>()?;
         if !ids.is_empty() {
             let update = Statement::new(format!("{change} WHERE ")).where_in("id", ids.iter().copied());
             Executor::execute(&mut tx, &update).await?;
@@ -184,18 +169,40 @@ impl ParkedStore {
 }
 
 /// `WHERE`, order and limit of the parked (not replaying) rows of `queue` that `selection` names.
-fn push_selection(query: &mut QueryBuilder<Sqlite>, queue: &str, selection: &Selection) {
-    query.push(" WHERE queue = ").push_bind(queue.to_owned()).push(" AND replay = 0");
+/// `SELECT columns` of the parked (not replaying) messages of `queue` that `selection` names,
+/// oldest first.
+fn selected(columns: &str, queue: &str, selection: &Selection) -> Statement {
+    let mut select =
+        Statement::new(format!("SELECT {columns} FROM parked_messages WHERE queue = ? AND replay = 0"))
+            .bind(queue);
     if !selection.ids.is_empty() {
-        query.push(" AND message_id IN (");
-        let mut separated = query.separated(", ");
-        for id in &selection.ids {
-            separated.push_bind(id.clone());
-        }
-        query.push(")");
+        select = select.push(" AND ").where_in("message_id", selection.ids.iter().map(String::as_str));
     }
     if let Some(reason) = &selection.reason {
-        query.push(" AND instr(reason, ").push_bind(reason.clone()).push(") > 0");
+        select = select.push(" AND instr(reason, ?) > 0").bind(reason.as_str());
     }
-    query.push(" ORDER BY id LIMIT ").push_bind(i64::try_from(selection.limit).unwrap_or(i64::MAX));
+    select.push(" ORDER BY id LIMIT ?").bind(i64::try_from(selection.limit).unwrap_or(i64::MAX))
+}
+
+/// How the columns of [`PARKED_COLUMNS`] are read.
+const PARKED_KINDS: [Kind; 8] =
+    [Kind::Int, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Bytes, Kind::Text, Kind::Text];
+
+/// A row of [`PARKED_COLUMNS`] as operators see it: the parking marks among its headers, as a
+/// broker's dead-letter queue shows them.
+fn parked_message(row: &Row) -> Result<ParkedMessage, sqlx::Error> {
+    let routing_key = row.text(3)?;
+    let reason = row.text(6)?;
+    let mut headers: BTreeMap<String, String> = serde_json::from_str(&row.text(4)?).unwrap_or_default();
+    headers.insert(headers::DEATH_REASON.into(), reason.clone());
+    headers.insert(headers::FAILED_AT.into(), row.text(7)?);
+    headers.insert(headers::ORIGINAL_ROUTING_KEY.into(), routing_key.clone());
+    Ok(ParkedMessage {
+        message_id: row.optional_text(1)?,
+        event_type: row.optional_text(2)?,
+        routing_key,
+        reason: Some(reason),
+        headers,
+        payload: String::from_utf8_lossy(&row.bytes(5)?).into_owned(),
+    })
 }

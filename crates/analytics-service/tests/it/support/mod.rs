@@ -6,45 +6,23 @@
 //!
 //! Both go through `Application::assemble`, so the code under test is the same.
 
-
 use std::{sync::Arc, time::Duration};
 
 use analytics_service::{Application, Backends, settings::Settings};
-use async_trait::async_trait;
 use messaging::{
-    Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
-    OutgoingMessage, Subscription,
+    MessagingMetrics,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
     parked::{
         DeadLetters,
         cli::{ParkedCommand, Unattended},
     },
-    rabbitmq::{self, ExchangeNames, queue_names_of},
+    rabbitmq,
 };
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::{Value, json};
-use test_support::Cleanup;
 pub use test_support::{
-    Backend, EventListener, Listener, ReceivedEvent, TempDir, TestDatabase, TestPublisher, eventually,
-    unique_name,
+    Backend, Isolation, Listener, TempDir, TestDatabase, eventually, on_both_backends, unique_name,
 };
-pub use test_support::on_both_backends;
-use tokio::sync::mpsc;
-
-/// What the test created and must remove, and how it reaches the service's queue.
-enum Isolation {
-    /// Dropped with the app, also when a test fails: the database, then queues and Redis keys.
-    Real {
-        database: TestDatabase,
-        publisher: Box<TestPublisher>,
-        cleanup: Cleanup,
-    },
-    Embedded {
-        directory: TempDir,
-        bus: InProcessBus,
-        listeners: Shutdown,
-    },
-}
 
 pub struct TestApp {
     pub base: String,
@@ -53,6 +31,7 @@ pub struct TestApp {
     pub name: String,
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Removes what the test created when dropped, also when the test fails.
     isolation: Isolation,
     listeners: usize,
 }
@@ -93,15 +72,9 @@ impl TestApp {
         settings.rabbitmq.retry_delays_ms = vec![100, 200];
         settings.queues = test_support::isolated_queues(&name);
         adjust(&mut settings);
-        let cleanup = Cleanup {
-            queues: queue_names_of(&settings.queues, &settings.rabbitmq),
-            exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
-            redis_prefix: Some(settings.redis.key_prefix.clone()),
-        };
-
+        let isolation =
+            Isolation::real(database, &settings.queues, &settings.rabbitmq, &settings.redis.key_prefix).await;
         let application = Application::build(settings.clone()).await.expect("build analytics-service");
-        let publisher = TestPublisher::connect(&settings.rabbitmq.exchange).await.expect("test publisher");
-        let isolation = Isolation::Real { database, publisher: Box::new(publisher), cleanup };
         let app = Self::run(name, settings, application, isolation);
         test_support::wait_for_consumer(&app.settings.queues.analytics, Duration::from_secs(20)).await;
         app
@@ -143,16 +116,11 @@ impl TestApp {
         let application = Application::assemble(settings.clone(), runtime, messaging_metrics, backends)
             .await
             .expect("assemble analytics-service");
-        let isolation = Isolation::Embedded { directory, bus, listeners: Shutdown::new() };
+        let isolation = Isolation::embedded(directory, bus);
         Self::run(name, settings, application, isolation)
     }
 
-    fn run(
-        name: String,
-        settings: Settings,
-        application: Server,
-        isolation: Isolation,
-    ) -> TestApp {
+    fn run(name: String, settings: Settings, application: Server, isolation: Isolation) -> TestApp {
         let base = format!("http://127.0.0.1:{}", application.port());
         let shutdown = application.shutdown();
         let server = tokio::spawn(application.run_until_stopped());
@@ -209,45 +177,14 @@ impl TestApp {
     }
 
     async fn publish(&self, message_id: Option<&str>, event_type: &str, routing_key: &str, body: &[u8]) {
-        match &self.isolation {
-            Isolation::Real { publisher, .. } => {
-                publisher.publish(routing_key, message_id, body).await.expect("publish");
-            }
-            Isolation::Embedded { bus, .. } => {
-                let message = OutgoingMessage {
-                    event_id: message_id.and_then(|id| id.parse().ok()).unwrap_or_else(uuid::Uuid::now_v7),
-                    event_type: event_type.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                    payload: body.to_vec(),
-                    headers: Default::default(),
-                    timestamp: chrono::Utc::now(),
-                };
-                let confirmed = bus.publish(&[message]).await;
-                assert!(confirmed.iter().all(Result::is_ok), "{confirmed:?}");
-            }
-        }
+        self.isolation.publish(message_id, event_type, routing_key, body).await;
     }
 
     /// A queue bound to `routing_key`, to see what the service publishes.
     pub async fn listen(&mut self, routing_key: &str) -> Listener {
         let queue = format!("{}.listener.{}", self.name, self.listeners);
         self.listeners += 1;
-        match &mut self.isolation {
-            Isolation::Real { cleanup, .. } => {
-                cleanup.queues.push(queue.clone());
-                let exchange = &self.settings.rabbitmq.exchange;
-                Listener::Broker(Box::new(EventListener::start(exchange, &queue, routing_key).await))
-            }
-            Isolation::Embedded { bus, listeners, .. } => {
-                let (events, received) = mpsc::unbounded_channel();
-                let connection = bus.connect(MessagingMetrics::unregistered(), listeners.clone());
-                connection
-                    .subscribe(Subscription::new(queue, &[routing_key], Arc::new(Recorder { events })))
-                    .await
-                    .expect("subscribe a listener");
-                Listener::Bus(received)
-            }
-        }
+        self.isolation.listen(queue, routing_key).await
     }
 
     /// Runs a parked command (`parked_command`) on the service's queue, as an operator would; its
@@ -331,34 +268,7 @@ impl TestApp {
     pub async fn cleanup(self) {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
-        match self.isolation {
-            Isolation::Real { .. } => {}
-            Isolation::Embedded { directory, bus, listeners } => {
-                listeners.trigger();
-                bus.parked_store().close().await;
-                drop(directory);
-            }
-        }
-    }
-}
-
-/// A consumer on the in-process bus that hands every delivery to the test.
-struct Recorder {
-    events: mpsc::UnboundedSender<ReceivedEvent>,
-}
-
-#[async_trait]
-impl EventHandler for Recorder {
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        for delivery in batch {
-            let _ = self.events.send(ReceivedEvent {
-                body: serde_json::from_slice(&delivery.payload).unwrap_or(Value::Null),
-                message_id: delivery.message_id.clone(),
-                headers: delivery.headers.clone(),
-                routing_key: delivery.routing_key.clone(),
-            });
-        }
-        vec![Ok(Handled::Processed); batch.len()]
+        self.isolation.close().await;
     }
 }
 

@@ -2,7 +2,6 @@
 //! exchange and queue names and Redis key prefix, all removed when the test ends), with a local
 //! webhook receiver and a publisher standing in for the other services.
 
-
 use std::{
     collections::BTreeMap,
     io::Write,
@@ -25,7 +24,7 @@ use contracts::{Envelope, Money, OrderCancelled, OrderCreated, OrderProcessed, r
 use messaging::{
     EventPublisher, MessagingMetrics, OutgoingMessage, ParkedMessage,
     parked::{DeadLetters, Selection},
-    rabbitmq::{ExchangeNames, RabbitMq, queue_names_of},
+    rabbitmq::RabbitMq,
 };
 use notification_worker::{
     Application, SERVICE_NAME,
@@ -193,11 +192,7 @@ impl Drop for TestWorker {
 /// What one test's settings leave on the shared servers (queues, exchanges, Redis keys), deleted
 /// when the returned value is dropped, also when the test fails.
 pub fn cleanup_of(settings: &Settings) -> Cleanup {
-    Cleanup {
-        queues: queue_names_of(&settings.queues, &settings.rabbitmq),
-        exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
-        redis_prefix: Some(settings.redis.key_prefix.clone()),
-    }
+    test_support::cleanup_of(&settings.queues, &settings.rabbitmq, &settings.redis.key_prefix)
 }
 
 /// One request the receiver answered.

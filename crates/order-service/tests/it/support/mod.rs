@@ -6,27 +6,20 @@
 //!
 //! Both go through `Application::assemble`, so the HTTP code under test is the same.
 
-
 use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use messaging::{
-    Delivery, EventBus, EventHandler, EventPublisher, HandleError, Handled, MessagingMetrics,
-    OutgoingMessage, Subscription,
+    MessagingMetrics,
     inprocess::{InProcessBus, InProcessSettings, ParkedStore},
-    rabbitmq::{ExchangeNames, queue_names_of},
 };
 use order_service::{Application, Backends, settings::Settings, store::sqlite};
 use platform::{Runtime, Shutdown, cache::memory::MemoryCache, http::Server};
 use serde_json::Value;
 use sqlx::{MySqlPool, SqlitePool};
-use test_support::Cleanup;
 pub use test_support::{
-    Backend, EventListener, Listener, ReceivedEvent, TempDir, TestDatabase, TestPublisher, eventually,
+    Backend, EventListener, Isolation, Listener, TempDir, TestDatabase, eventually, on_both_backends,
     unique_name,
 };
-pub use test_support::on_both_backends;
-use tokio::sync::mpsc;
 
 /// The service's database, to look behind the API.
 pub enum TestDb {
@@ -61,20 +54,6 @@ impl TestDb {
     }
 }
 
-/// What the test created and must remove.
-enum Isolation {
-    /// Dropped with the app, also when a test fails: the database, then queues and Redis keys.
-    Real {
-        _database: TestDatabase,
-        cleanup: Cleanup,
-    },
-    Embedded {
-        directory: TempDir,
-        bus: InProcessBus,
-        listeners: Shutdown,
-    },
-}
-
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -83,6 +62,7 @@ pub struct TestApp {
     pub db: TestDb,
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Removes what the test created when dropped, also when the test fails.
     isolation: Isolation,
     listeners: usize,
 }
@@ -106,15 +86,6 @@ pub fn test_settings(name: &str, database: &TestDatabase) -> Settings {
     settings
 }
 
-/// What a test on the real servers leaves there: its queues, exchanges and Redis keys.
-fn cleanup_of(settings: &Settings) -> Cleanup {
-    Cleanup {
-        queues: queue_names_of(&settings.queues, &settings.rabbitmq),
-        exchanges: ExchangeNames::new(&settings.rabbitmq).all(),
-        redis_prefix: Some(settings.redis.key_prefix.clone()),
-    }
-}
-
 /// The in-process bus as the tests run it: retries as short as the real tests' retry queues.
 pub fn bus_settings() -> InProcessSettings {
     InProcessSettings { retry_delays_ms: vec![100, 200], ..InProcessSettings::default() }
@@ -132,11 +103,11 @@ impl TestApp {
         let database = TestDatabase::create().await.expect("create test database");
         let mut settings = test_settings(&name, &database);
         adjust(&mut settings);
-        let cleanup = cleanup_of(&settings);
+        let pool = MySqlPool::connect(&database.url()).await.expect("connect to the test database");
+        let isolation =
+            Isolation::real(database, &settings.queues, &settings.rabbitmq, &settings.redis.key_prefix).await;
         init_telemetry();
         let application = Application::build(settings.clone()).await.expect("build order-service");
-        let pool = MySqlPool::connect(&database.url()).await.expect("connect to the test database");
-        let isolation = Isolation::Real { _database: database, cleanup };
         Self::run(name, settings, application, TestDb::MySql(pool), isolation)
     }
 
@@ -177,7 +148,7 @@ impl TestApp {
         let application = Application::assemble(settings.clone(), runtime, messaging_metrics, backends)
             .await
             .expect("assemble order-service");
-        let isolation = Isolation::Embedded { directory, bus, listeners: Shutdown::new() };
+        let isolation = Isolation::embedded(directory, bus);
         Self::run(name, settings, application, TestDb::Sqlite(pool), isolation)
     }
 
@@ -224,53 +195,17 @@ impl TestApp {
     pub async fn listen(&mut self, routing_key: &str) -> Listener {
         let queue = format!("{}.listener.{}", self.name, self.listeners);
         self.listeners += 1;
-        match &mut self.isolation {
-            Isolation::Real { cleanup, .. } => {
-                cleanup.queues.push(queue.clone());
-                let exchange = &self.settings.rabbitmq.exchange;
-                Listener::Broker(Box::new(EventListener::start(exchange, &queue, routing_key).await))
-            }
-            Isolation::Embedded { bus, listeners, .. } => {
-                let (events, received) = mpsc::unbounded_channel();
-                let connection = bus.connect(MessagingMetrics::unregistered(), listeners.clone());
-                connection
-                    .subscribe(Subscription::new(queue, &[routing_key], Arc::new(Recorder { events })))
-                    .await
-                    .expect("subscribe a listener");
-                Listener::Bus(received)
-            }
-        }
+        self.isolation.listen(queue, routing_key).await
     }
 
     /// Publishes an event envelope to the service's exchange (or bus), as another service would;
     /// on the real broker, once the service consumes (a message no queue takes is dropped).
     pub async fn publish(&self, routing_key: &str, event: &Value) {
-        let body = event.to_string().into_bytes();
-        let id = event["event_id"].as_str();
-        match &self.isolation {
-            Isolation::Real { .. } => {
-                test_support::wait_for_consumer(
-                    &self.settings.queues.order_processed,
-                    Duration::from_secs(20),
-                )
+        if let Isolation::Real { .. } = self.isolation {
+            test_support::wait_for_consumer(&self.settings.queues.order_processed, Duration::from_secs(20))
                 .await;
-                let publisher =
-                    TestPublisher::connect(&self.settings.rabbitmq.exchange).await.expect("test publisher");
-                publisher.publish(routing_key, id, &body).await.expect("publish");
-            }
-            Isolation::Embedded { bus, .. } => {
-                let message = OutgoingMessage {
-                    event_id: id.and_then(|id| id.parse().ok()).unwrap_or_else(uuid::Uuid::now_v7),
-                    event_type: event["event_type"].as_str().unwrap_or_default().to_owned(),
-                    routing_key: routing_key.to_owned(),
-                    payload: body,
-                    headers: Default::default(),
-                    timestamp: chrono::Utc::now(),
-                };
-                let confirmed = bus.publish(&[message]).await;
-                assert!(confirmed.iter().all(Result::is_ok), "{confirmed:?}");
-            }
         }
+        self.isolation.publish_event(routing_key, event).await;
     }
 
     /// Stops the service and removes everything the test created.
@@ -278,34 +213,7 @@ impl TestApp {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.db.close().await;
-        match self.isolation {
-            Isolation::Real { .. } => {}
-            Isolation::Embedded { directory, bus, listeners } => {
-                listeners.trigger();
-                bus.parked_store().close().await;
-                drop(directory);
-            }
-        }
-    }
-}
-
-/// A consumer on the in-process bus that hands every delivery to the test.
-struct Recorder {
-    events: mpsc::UnboundedSender<ReceivedEvent>,
-}
-
-#[async_trait]
-impl EventHandler for Recorder {
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Result<Handled, HandleError>> {
-        for delivery in batch {
-            let _ = self.events.send(ReceivedEvent {
-                body: serde_json::from_slice(&delivery.payload).unwrap_or(Value::Null),
-                message_id: delivery.message_id.clone(),
-                headers: delivery.headers.clone(),
-                routing_key: delivery.routing_key.clone(),
-            });
-        }
-        vec![Ok(Handled::Processed); batch.len()]
+        self.isolation.close().await;
     }
 }
 
