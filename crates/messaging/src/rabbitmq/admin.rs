@@ -1,19 +1,28 @@
 //! Operator tools for dead-letter queues: look at parked messages, move them back, count.
 //!
-//! Each operation runs on a channel of its own, closed at the end. A message taken with
-//! `basic.get` and not acknowledged stays owned by the queue: should anything fail half-way, the
-//! broker puts it back when the channel closes, so none of these operations can lose a message.
+//! Each operation runs on a channel of its own, closed at the end. It takes the dead-letter queue
+//! through a consumer of its own; a message taken and not acknowledged stays owned by the queue:
+//! should anything fail half-way, the broker puts it back when the channel closes, so none of
+//! these operations can lose a message.
+//!
+//! The consumer is cancelled before the channel closes, and that is what makes acknowledgements
+//! stick: a quorum queue's channel sends at most 32 commands ahead of the queue and holds later
+//! acknowledgements back until the queue catches up; a channel closed meanwhile drops them, and
+//! the queue hands those messages back as if never acknowledged (a replay would leave its
+//! originals parked). Cancelling sends what is held back and is answered once the queue has
+//! applied all of it.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::future::join_all;
 use lapin::{
     Channel, Confirmation, ErrorKind,
-    message::{BasicGetMessage, Delivery as AmqpDelivery},
+    message::Delivery as AmqpDelivery,
     options::{
-        BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
     },
     protocol::{AMQPErrorKind, AMQPSoftError},
     types::{FieldTable, ShortString},
@@ -27,6 +36,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Messages published back per round of confirms during a replay.
 const REPLAY_CHUNK: usize = 200;
+
+/// How long a scan waits for the next message the queue said it holds: past it, another
+/// command took them.
+const SCAN_WAIT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl DeadLetters for RabbitMq {
@@ -48,13 +61,15 @@ impl DeadLetters for RabbitMq {
         selection: &Selection,
     ) -> Result<Vec<ParkedMessage>, RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
-        self.admin(async |channel| {
-            let scanned = scan(channel, &dead_letter, selection).await?;
-            let listed = scanned.selected.iter().map(|(_, parked)| parked.clone()).collect();
-            return_all(channel, &dead_letter, &scanned).await?;
-            Ok(listed)
-        })
-        .await
+        let (listed, returned) = self
+            .admin(async |channel| {
+                let scanned = scan(channel, &dead_letter, selection).await?;
+                let listed = scanned.selected.iter().map(|(_, parked)| parked.clone()).collect();
+                Ok((listed, release(channel, &scanned).await?))
+            })
+            .await?;
+        self.wait_until_returned(&dead_letter, returned).await?;
+        Ok(listed)
     }
 
     /// Each message is removed from the dead-letter queue only once the broker has confirmed its
@@ -66,91 +81,116 @@ impl DeadLetters for RabbitMq {
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<usize, RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
-        self.admin(async |channel| {
-            channel.confirm_select(ConfirmSelectOptions::default()).await?;
-            let scanned = scan(channel, &dead_letter, selection).await?;
-            let total = scanned.selected.len();
-            let mut moved = 0;
-            for chunk in scanned.selected.chunks(REPLAY_CHUNK) {
-                let mut pending = Vec::with_capacity(chunk.len());
-                for (message, _) in chunk {
-                    let confirm = channel
-                        .basic_publish(
-                            ShortString::default(),
-                            short(queue),
-                            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-                            &message.data,
-                            replay_properties(message),
-                        )
-                        .await?;
-                    pending.push(confirm);
-                }
-                let confirmations = join_all(pending).await;
-                // A return means `queue` is gone: keep the rest parked rather than guess which.
-                let any_returned = confirmations.iter().any(|confirmation| {
-                    matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
-                });
-                let mut all_confirmed = !any_returned;
-                for ((message, _), confirmation) in chunk.iter().zip(confirmations) {
-                    if !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None))) {
-                        message.acker.ack(BasicAckOptions::default()).await?;
-                        moved += 1;
-                    } else {
-                        all_confirmed = false;
+        let (moved, returned) = self
+            .admin(async |channel| {
+                channel.confirm_select(ConfirmSelectOptions::default()).await?;
+                let scanned = scan(channel, &dead_letter, selection).await?;
+                let total = scanned.selected.len();
+                let mut moved = 0;
+                for chunk in scanned.selected.chunks(REPLAY_CHUNK) {
+                    let mut pending = Vec::with_capacity(chunk.len());
+                    for (message, _) in chunk {
+                        let confirm = channel
+                            .basic_publish(
+                                ShortString::default(),
+                                short(queue),
+                                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                                &message.data,
+                                replay_properties(message),
+                            )
+                            .await?;
+                        pending.push(confirm);
+                    }
+                    let confirmations = join_all(pending).await;
+                    // A return means `queue` is gone: keep the rest parked rather than guess which.
+                    let any_returned = confirmations.iter().any(|confirmation| {
+                        matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
+                    });
+                    let mut all_confirmed = !any_returned;
+                    for ((message, _), confirmation) in chunk.iter().zip(confirmations) {
+                        if !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None))) {
+                            message.acker.ack(BasicAckOptions::default()).await?;
+                            moved += 1;
+                        } else {
+                            all_confirmed = false;
+                        }
+                    }
+                    progress(moved, total);
+                    if !all_confirmed {
+                        break;
                     }
                 }
-                progress(moved, total);
-                if !all_confirmed {
-                    break;
-                }
-            }
-            // Whatever was selected but not moved is still unacknowledged: back in its place.
-            return_all(channel, &dead_letter, &scanned).await?;
-            Ok(moved)
-        })
-        .await
+                // Whatever was selected but not moved is still unacknowledged: back in its place.
+                Ok((moved, release(channel, &scanned).await?))
+            })
+            .await?;
+        self.wait_until_returned(&dead_letter, returned).await?;
+        Ok(moved)
     }
 
     async fn discard_parked(&self, queue: &str, selection: &Selection) -> Result<usize, RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
-        self.admin(async |channel| {
-            let scanned = scan(channel, &dead_letter, selection).await?;
-            for (message, _) in &scanned.selected {
-                message.acker.ack(BasicAckOptions::default()).await?;
-            }
-            return_all(channel, &dead_letter, &scanned).await?;
-            Ok(scanned.selected.len())
-        })
-        .await
+        let (discarded, returned) = self
+            .admin(async |channel| {
+                let scanned = scan(channel, &dead_letter, selection).await?;
+                for (message, _) in &scanned.selected {
+                    message.acker.ack(BasicAckOptions::default()).await?;
+                }
+                Ok((scanned.selected.len(), release(channel, &scanned).await?))
+            })
+            .await?;
+        self.wait_until_returned(&dead_letter, returned).await?;
+        Ok(discarded)
     }
 }
 
 /// A dead-letter queue taken whole, unacknowledged: the messages a selection picked, oldest
-/// first, and the others.
+/// first, and the others, and the consumer that holds them.
 struct Scanned {
     selected: Vec<(AmqpDelivery, ParkedMessage)>,
     unselected: Vec<AmqpDelivery>,
+    consumer: Option<ShortString>,
 }
 
-/// Takes every message of `dead_letter` (as deep as it is now) without acknowledging it, and picks
-/// the oldest `selection.limit` that match, by when they were parked.
+/// Takes every message of `dead_letter` (as deep as it is now, up to 65,535) without
+/// acknowledging it, and picks the oldest `selection.limit` that match, by when they were parked.
 ///
 /// Oldest by their parking time, not by their place in the queue: a quorum queue serves returned
 /// messages before all others, and not always in the order they were returned.
 async fn scan(channel: &Channel, dead_letter: &str, selection: &Selection) -> Result<Scanned, RabbitError> {
-    let mut taken = Vec::new();
-    let mut remaining = 1;
-    while remaining > 0 {
-        let Some(message) = get(channel, dead_letter).await? else { break };
-        remaining = if taken.is_empty() { message.message_count } else { remaining - 1 };
-        let parked = to_parked(&message.delivery);
-        taken.push((message.delivery, parked));
+    let mut scanned = Scanned { selected: Vec::new(), unselected: Vec::new(), consumer: None };
+    let depth = message_count(channel, dead_letter).await?;
+    if depth == 0 {
+        return Ok(scanned);
+    }
+    // The consumer is given exactly the messages there are now (a prefetch is 16 bits).
+    let prefetch = u16::try_from(depth).unwrap_or(u16::MAX);
+    channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
+    let mut consumer = channel
+        .basic_consume(
+            short(dead_letter),
+            ShortString::default(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| not_found_or(error, dead_letter))?;
+    scanned.consumer = Some(consumer.tag());
+    let mut taken = Vec::with_capacity(usize::from(prefetch));
+    while taken.len() < usize::from(prefetch) {
+        match tokio::time::timeout(SCAN_WAIT, consumer.next()).await {
+            Ok(Some(delivery)) => {
+                let delivery = delivery?;
+                let parked = to_parked(&delivery);
+                taken.push((delivery, parked));
+            }
+            Ok(None) | Err(_) => break,
+        }
     }
     // Stable: messages parked at the same instant, or without the header, keep their queue order.
     taken.sort_by_key(|(_, parked)| {
         parked.headers.get(headers::FAILED_AT).and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
     });
-    let mut scanned = Scanned { selected: Vec::new(), unselected: Vec::new() };
     for (delivery, parked) in taken {
         if scanned.selected.len() < selection.limit && selection.matches(&parked) {
             scanned.selected.push((delivery, parked));
@@ -161,29 +201,42 @@ async fn scan(channel: &Channel, dead_letter: &str, selection: &Selection) -> Re
     Ok(scanned)
 }
 
-/// Returns every message still unacknowledged on the channel, and waits until the queue holds
-/// them again: the broker applies returns after it has answered them, and the next command must
-/// find the whole queue.
-async fn return_all(channel: &Channel, dead_letter: &str, scanned: &Scanned) -> Result<(), RabbitError> {
-    let unacknowledged: Vec<&AmqpDelivery> = scanned
+/// Ends an operation's hold on the queue: returns every message still unacknowledged on the
+/// channel (also any the consumer received after the scan), then cancels the scan's consumer,
+/// which the broker answers once every acknowledgement sent before is applied. Returns how many
+/// of the scanned messages go back.
+async fn release(channel: &Channel, scanned: &Scanned) -> Result<u32, RabbitError> {
+    let Some(consumer) = &scanned.consumer else { return Ok(0) };
+    let returned = scanned
         .selected
         .iter()
         .map(|(message, _)| message)
         .chain(&scanned.unselected)
         .filter(|message| message.acker.usable())
-        .collect();
-    // `multiple` returns every unacknowledged delivery up to the one it names: name the last.
-    if let Some(last) = unacknowledged.iter().max_by_key(|message| message.delivery_tag) {
-        last.acker.nack(BasicNackOptions { multiple: true, requeue: true }).await?;
-    }
-    let returned = u32::try_from(unacknowledged.len()).unwrap_or(u32::MAX);
-    while message_count(channel, dead_letter).await? < returned {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
+        .count();
+    // Tag 0 with `multiple`: every delivery still unacknowledged on this channel.
+    channel.basic_nack(0, BasicNackOptions { multiple: true, requeue: true }).await?;
+    channel.basic_cancel(consumer.clone(), BasicCancelOptions::default()).await?;
+    Ok(u32::try_from(returned).unwrap_or(u32::MAX))
 }
 
 impl RabbitMq {
+    /// Waits until `dead_letter` holds the `returned` messages an operation gave back: the broker
+    /// applies returns after it has answered them (and those the consumer was still holding once
+    /// the channel has closed), and the next command must find the whole queue.
+    async fn wait_until_returned(&self, dead_letter: &str, returned: u32) -> Result<(), RabbitError> {
+        if returned == 0 {
+            return Ok(());
+        }
+        self.admin(async |channel| {
+            while message_count(channel, dead_letter).await? < returned {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `operation` on a fresh channel of the live connection, bounded in time.
     async fn admin<T>(
         &self,
@@ -205,14 +258,6 @@ impl RabbitMq {
             None => Err(RabbitError::Unavailable(session.unavailable_reason().unwrap_or_default())),
         }
     }
-}
-
-/// One message, not acknowledged; `None` when the queue is empty.
-async fn get(channel: &Channel, queue: &str) -> Result<Option<BasicGetMessage>, RabbitError> {
-    channel
-        .basic_get(short(queue), BasicGetOptions { no_ack: false })
-        .await
-        .map_err(|error| not_found_or(error, queue))
 }
 
 async fn message_count(channel: &Channel, queue: &str) -> Result<u32, RabbitError> {

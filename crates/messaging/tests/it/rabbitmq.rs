@@ -748,6 +748,43 @@ async fn operators_act_only_on_what_they_select_oldest_first_and_the_rest_stays(
     harness.stop().await;
 }
 
+/// A dead-letter queue deeper than the broker's default consumer window, and a thousand
+/// acknowledgements in one operation: every one sticks, none of the rest is touched.
+#[tokio::test]
+async fn replaying_a_deep_dead_letter_queue_leaves_no_original_parked() {
+    let mut harness = Harness::start(settings(amqp_url())).await;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let recorder = Recorder::new({
+        let fixed = fixed.clone();
+        move |_| {
+            if fixed.load(Ordering::SeqCst) {
+                Ok(Handled::Processed)
+            } else {
+                Err(HandleError::Permanent("unknown currency".into()))
+            }
+        }
+    });
+    let queue = harness.consume(recorder).await;
+    let sent: Vec<OutgoingMessage> = (0..2000).map(|i| message(&format!("deep {i}"))).collect();
+    assert!(harness.rabbit.publish(&sent).await.iter().all(Result::is_ok));
+    eventually(WAIT, "every message parked", || async {
+        (harness.parked(&queue).await == 2000).then_some(())
+    })
+    .await;
+    fixed.store(true, Ordering::SeqCst);
+    let (discarded, _) = operator(&harness.rabbit, &queue, "parked discard --limit 1000").await;
+    assert_eq!(discarded["queues"][0]["discarded"], 1000);
+    assert_eq!(harness.parked(&queue).await, 1000, "the discarded stay discarded");
+    let (replayed, _) = operator(&harness.rabbit, &queue, "parked replay").await;
+    assert_eq!(replayed["queues"][0]["replayed"], 1000);
+    eventually(WAIT, "every replayed message handled", || async {
+        (harness.consumed(&queue, "ack") == 1000).then_some(())
+    })
+    .await;
+    wait_until_drained(&harness, &queue).await;
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn asking_about_a_missing_queue_is_an_error_not_an_outage() {
     let mut harness = Harness::start(settings(amqp_url())).await;
