@@ -5,12 +5,13 @@
 //! should anything fail half-way, the broker puts it back when the channel closes, so none of
 //! these operations can lose a message.
 //!
-//! The consumer is cancelled before the channel closes, and that is what makes acknowledgements
-//! stick: a quorum queue's channel sends at most 32 commands ahead of the queue and holds later
-//! acknowledgements back until the queue catches up; a channel closed meanwhile drops them, and
-//! the queue hands those messages back as if never acknowledged (a replay would leave its
-//! originals parked). Cancelling sends what is held back and is answered once the queue has
-//! applied all of it.
+//! Acknowledgements must stick: a quorum queue's channel sends at most 32 commands ahead of the
+//! queue and holds later acknowledgements back until the queue catches up; a channel closed
+//! meanwhile drops them, and the queue hands those messages back as if never acknowledged (a
+//! replay would leave its originals parked). So an operation settles everything at its end, each
+//! run of neighbouring messages with one `multiple` command, and cancels its consumer before the
+//! channel closes: the cancel sends what is held back and is answered once the queue has applied
+//! it.
 
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ impl DeadLetters for RabbitMq {
             .admin(async |channel| {
                 let scanned = scan(channel, &dead_letter, selection).await?;
                 let listed = scanned.selected.iter().map(|(_, parked)| parked.clone()).collect();
-                Ok((listed, release(channel, &scanned).await?))
+                Ok((listed, release(channel, &scanned, &[]).await?))
             })
             .await?;
         self.wait_until_returned(&dead_letter, returned).await?;
@@ -86,7 +87,8 @@ impl DeadLetters for RabbitMq {
                 channel.confirm_select(ConfirmSelectOptions::default()).await?;
                 let scanned = scan(channel, &dead_letter, selection).await?;
                 let total = scanned.selected.len();
-                let mut moved = 0;
+                // Per selected message: its copy is confirmed, so the original goes.
+                let mut copied = Vec::with_capacity(total);
                 for chunk in scanned.selected.chunks(REPLAY_CHUNK) {
                     let mut pending = Vec::with_capacity(chunk.len());
                     for (message, _) in chunk {
@@ -106,22 +108,19 @@ impl DeadLetters for RabbitMq {
                     let any_returned = confirmations.iter().any(|confirmation| {
                         matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
                     });
-                    let mut all_confirmed = !any_returned;
-                    for ((message, _), confirmation) in chunk.iter().zip(confirmations) {
-                        if !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None))) {
-                            message.acker.ack(BasicAckOptions::default()).await?;
-                            moved += 1;
-                        } else {
-                            all_confirmed = false;
-                        }
-                    }
+                    copied.extend(confirmations.iter().map(|confirmation| {
+                        !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None)))
+                    }));
+                    let moved = copied.iter().filter(|&&copied| copied).count();
                     progress(moved, total);
-                    if !all_confirmed {
+                    if moved < copied.len() {
                         break;
                     }
                 }
-                // Whatever was selected but not moved is still unacknowledged: back in its place.
-                Ok((moved, release(channel, &scanned).await?))
+                // Whatever was selected but not copied stays parked, in its place.
+                copied.resize(total, false);
+                let moved = copied.iter().filter(|&&copied| copied).count();
+                Ok((moved, release(channel, &scanned, &copied).await?))
             })
             .await?;
         self.wait_until_returned(&dead_letter, returned).await?;
@@ -133,10 +132,8 @@ impl DeadLetters for RabbitMq {
         let (discarded, returned) = self
             .admin(async |channel| {
                 let scanned = scan(channel, &dead_letter, selection).await?;
-                for (message, _) in &scanned.selected {
-                    message.acker.ack(BasicAckOptions::default()).await?;
-                }
-                Ok((scanned.selected.len(), release(channel, &scanned).await?))
+                let discarded = vec![true; scanned.selected.len()];
+                Ok((discarded.len(), release(channel, &scanned, &discarded).await?))
             })
             .await?;
         self.wait_until_returned(&dead_letter, returned).await?;
@@ -201,22 +198,37 @@ async fn scan(channel: &Channel, dead_letter: &str, selection: &Selection) -> Re
     Ok(scanned)
 }
 
-/// Ends an operation's hold on the queue: returns every message still unacknowledged on the
-/// channel (also any the consumer received after the scan), then cancels the scan's consumer,
-/// which the broker answers once every acknowledgement sent before is applied. Returns how many
-/// of the scanned messages go back.
-async fn release(channel: &Channel, scanned: &Scanned) -> Result<u32, RabbitError> {
+/// Ends an operation's hold on the queue: acknowledges the selected messages `remove` marks and
+/// returns all others, then cancels the scan's consumer. Neighbours (by delivery tag) that go the
+/// same way are settled with one `multiple` command: the fewer commands, the fewer a quorum
+/// queue's channel may hold back (see the module's notes); the cancel sends what it holds and is
+/// answered once the queue has applied it. Returns how many of the scanned messages go back.
+async fn release(channel: &Channel, scanned: &Scanned, remove: &[bool]) -> Result<u32, RabbitError> {
     let Some(consumer) = &scanned.consumer else { return Ok(0) };
-    let returned = scanned
+    let mut order: Vec<(&AmqpDelivery, bool)> = scanned
         .selected
         .iter()
-        .map(|(message, _)| message)
-        .chain(&scanned.unselected)
-        .filter(|message| message.acker.usable())
-        .count();
-    // Tag 0 with `multiple`: every delivery still unacknowledged on this channel.
+        .enumerate()
+        .map(|(index, (delivery, _))| (delivery, remove.get(index).copied().unwrap_or(false)))
+        .chain(scanned.unselected.iter().map(|delivery| (delivery, false)))
+        .collect();
+    order.sort_unstable_by_key(|(delivery, _)| delivery.delivery_tag);
+    for (index, (delivery, goes)) in order.iter().enumerate() {
+        if order.get(index + 1).is_some_and(|(_, next)| next == goes) {
+            continue;
+        }
+        // `multiple` settles every delivery up to this one not settled yet: the run it ends.
+        if *goes {
+            delivery.acker.ack(BasicAckOptions { multiple: true }).await?;
+        } else {
+            delivery.acker.nack(BasicNackOptions { multiple: true, requeue: true }).await?;
+        }
+    }
+    // Tag 0 with `multiple`: whatever the consumer received after the scan (returned messages
+    // come back to it while it lasts).
     channel.basic_nack(0, BasicNackOptions { multiple: true, requeue: true }).await?;
     channel.basic_cancel(consumer.clone(), BasicCancelOptions::default()).await?;
+    let returned = order.iter().filter(|(_, goes)| !goes).count();
     Ok(u32::try_from(returned).unwrap_or(u32::MAX))
 }
 
