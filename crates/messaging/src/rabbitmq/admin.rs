@@ -62,15 +62,12 @@ impl DeadLetters for RabbitMq {
         selection: &Selection,
     ) -> Result<Vec<ParkedMessage>, RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
-        let (listed, returned) = self
-            .admin(async |channel| {
-                let scanned = scan(channel, &dead_letter, selection).await?;
-                let listed = scanned.selected.iter().map(|(_, parked)| parked.clone()).collect();
-                Ok((listed, release(channel, &scanned, &[]).await?))
-            })
-            .await?;
-        self.wait_until_returned(&dead_letter, returned).await?;
-        Ok(listed)
+        self.on_dead_letters(&dead_letter, async |channel| {
+            let scanned = scan(channel, &dead_letter, selection).await?;
+            let listed = scanned.selected.iter().map(|(_, parked)| parked.clone()).collect();
+            Ok((listed, release(channel, &scanned, &[]).await?))
+        })
+        .await
     }
 
     /// Each message is removed from the dead-letter queue only once the broker has confirmed its
@@ -82,62 +79,56 @@ impl DeadLetters for RabbitMq {
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<usize, RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
-        let (moved, returned) = self
-            .admin(async |channel| {
-                channel.confirm_select(ConfirmSelectOptions::default()).await?;
-                let scanned = scan(channel, &dead_letter, selection).await?;
-                let total = scanned.selected.len();
-                // Per selected message: its copy is confirmed, so the original goes.
-                let mut copied = Vec::with_capacity(total);
-                for chunk in scanned.selected.chunks(REPLAY_CHUNK) {
-                    let mut pending = Vec::with_capacity(chunk.len());
-                    for (message, _) in chunk {
-                        let confirm = channel
-                            .basic_publish(
-                                ShortString::default(),
-                                short(queue),
-                                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-                                &message.data,
-                                replay_properties(message),
-                            )
-                            .await?;
-                        pending.push(confirm);
-                    }
-                    let confirmations = join_all(pending).await;
-                    // A return means `queue` is gone: keep the rest parked rather than guess which.
-                    let any_returned = confirmations.iter().any(|confirmation| {
-                        matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
-                    });
-                    copied.extend(confirmations.iter().map(|confirmation| {
-                        !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None)))
-                    }));
-                    let moved = copied.iter().filter(|&&copied| copied).count();
-                    progress(moved, total);
-                    if moved < copied.len() {
-                        break;
-                    }
+        self.on_dead_letters(&dead_letter, async |channel| {
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            let scanned = scan(channel, &dead_letter, selection).await?;
+            let total = scanned.selected.len();
+            // Per selected message: its copy is confirmed, so the original goes.
+            let mut copied = Vec::with_capacity(total);
+            for chunk in scanned.selected.chunks(REPLAY_CHUNK) {
+                let mut pending = Vec::with_capacity(chunk.len());
+                for (message, _) in chunk {
+                    let confirm = channel
+                        .basic_publish(
+                            ShortString::default(),
+                            short(queue),
+                            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                            &message.data,
+                            replay_properties(message),
+                        )
+                        .await?;
+                    pending.push(confirm);
                 }
-                // Whatever was selected but not copied stays parked, in its place.
-                copied.resize(total, false);
+                let confirmations = join_all(pending).await;
+                // A return means `queue` is gone: keep the rest parked rather than guess which.
+                let any_returned = confirmations.iter().any(|confirmation| {
+                    matches!(confirmation, Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
+                });
+                copied.extend(confirmations.iter().map(|confirmation| {
+                    !any_returned && matches!(confirmation, Ok(Confirmation::Ack(None)))
+                }));
                 let moved = copied.iter().filter(|&&copied| copied).count();
-                Ok((moved, release(channel, &scanned, &copied).await?))
-            })
-            .await?;
-        self.wait_until_returned(&dead_letter, returned).await?;
-        Ok(moved)
+                progress(moved, total);
+                if moved < copied.len() {
+                    break;
+                }
+            }
+            // Whatever was selected but not copied stays parked, in its place.
+            copied.resize(total, false);
+            let moved = copied.iter().filter(|&&copied| copied).count();
+            Ok((moved, release(channel, &scanned, &copied).await?))
+        })
+        .await
     }
 
     async fn discard_parked(&self, queue: &str, selection: &Selection) -> Result<usize, RabbitError> {
         let dead_letter = self.queue_names(queue).dead_letter;
-        let (discarded, returned) = self
-            .admin(async |channel| {
-                let scanned = scan(channel, &dead_letter, selection).await?;
-                let discarded = vec![true; scanned.selected.len()];
-                Ok((discarded.len(), release(channel, &scanned, &discarded).await?))
-            })
-            .await?;
-        self.wait_until_returned(&dead_letter, returned).await?;
-        Ok(discarded)
+        self.on_dead_letters(&dead_letter, async |channel| {
+            let scanned = scan(channel, &dead_letter, selection).await?;
+            let discarded = vec![true; scanned.selected.len()];
+            Ok((discarded.len(), release(channel, &scanned, &discarded).await?))
+        })
+        .await
     }
 }
 
@@ -233,20 +224,26 @@ async fn release(channel: &Channel, scanned: &Scanned, remove: &[bool]) -> Resul
 }
 
 impl RabbitMq {
-    /// Waits until `dead_letter` holds the `returned` messages an operation gave back: the broker
-    /// applies returns after it has answered them (and those the consumer was still holding once
-    /// the channel has closed), and the next command must find the whole queue.
-    async fn wait_until_returned(&self, dead_letter: &str, returned: u32) -> Result<(), RabbitError> {
-        if returned == 0 {
-            return Ok(());
+    /// Runs `operation` on `dead_letter` (it answers its result and how many messages it gave
+    /// back), then waits until the queue holds those again: the broker applies returns after it
+    /// has answered them (and those the consumer was still holding once the channel has closed),
+    /// and the next command must find the whole queue.
+    async fn on_dead_letters<T>(
+        &self,
+        dead_letter: &str,
+        operation: impl AsyncFnOnce(&Channel) -> Result<(T, u32), RabbitError>,
+    ) -> Result<T, RabbitError> {
+        let (result, returned) = self.admin(operation).await?;
+        if returned > 0 {
+            self.admin(async |channel| {
+                while message_count(channel, dead_letter).await? < returned {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(())
+            })
+            .await?;
         }
-        self.admin(async |channel| {
-            while message_count(channel, dead_letter).await? < returned {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Ok(())
-        })
-        .await
+        Ok(result)
     }
 
     /// Runs `operation` on a fresh channel of the live connection, bounded in time.
